@@ -1,0 +1,22 @@
+"""d2lfcn: Fully Convolutional Networks, Dive-into-Deep-Learning style.
+
+The book-facing API is re-exported here, like `d2l.xxx`. See chapters/index.md.
+"""
+import sys
+
+__version__ = '0.1.0'
+
+try:
+    import mxnet  # noqa: F401
+except ImportError:
+    _MSG = ("d2lfcn needs MXNet: pip install 'd2lfcn[cpu]' "
+            "(or 'd2lfcn[cu112]' on a CUDA 11.2 machine)")
+    if sys.argv and sys.argv[0] == '-m':
+        # Running a d2lfcn command (`python -m d2lfcn.train`): one line, exit 2.
+        sys.stderr.write('error: ' + _MSG + '\n')
+        raise SystemExit(2)
+    raise ImportError(_MSG) from None
+
+from .utils import *      # noqa: E402,F401,F403
+from .conv import *       # noqa: E402,F401,F403
+from .model import *      # noqa: E402,F401,F403

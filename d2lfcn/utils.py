@@ -1,0 +1,117 @@
+"""Share devices, timers, accumulators, atomic writes and CLI error handling."""
+import contextlib
+import os
+import sys
+import tempfile
+import time
+
+import mxnet as mx
+import numpy as np
+
+__all__ = ['UserError', 'run_cli', 'try_gpu', 'try_all_gpus', 'Timer',
+           'Accumulator', 'atomic_path', 'default_data_dir', 'is_fast_mode']
+
+
+class UserError(Exception):
+    """Signal a problem the user can fix (bad path, missing data, bad flag)."""
+
+
+def run_cli(main, argv=None):
+    """Run `main(argv)`; a `UserError` becomes one line on stderr and exit 2."""
+    try:
+        return main(argv)
+    except UserError as e:
+        sys.stderr.write(f'error: {e}\n')
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write('interrupted\n')
+        raise SystemExit(130)
+
+
+def try_gpu(i=0):
+    """Return gpu(i) if it exists, otherwise cpu()."""
+    if mx.context.num_gpus() >= i + 1:
+        return mx.gpu(i)
+    return mx.cpu()
+
+
+def try_all_gpus():
+    """Return all available GPUs, or [cpu()] if there is none."""
+    devices = [mx.gpu(i) for i in range(mx.context.num_gpus())]
+    return devices if devices else [mx.cpu()]
+
+
+class Timer:
+    """Record multiple running times."""
+
+    def __init__(self):
+        self.times = []
+        self.start()
+
+    def start(self):
+        self.tik = time.time()
+
+    def stop(self):
+        self.times.append(time.time() - self.tik)
+        return self.times[-1]
+
+    def avg(self):
+        return sum(self.times) / len(self.times)
+
+    def sum(self):
+        return sum(self.times)
+
+    def cumsum(self):
+        return np.array(self.times).cumsum().tolist()
+
+
+class Accumulator:
+    """Accumulate sums over n variables."""
+
+    def __init__(self, n):
+        self.data = [0.0] * n
+
+    def add(self, *args):
+        self.data = [a + float(b) for a, b in zip(self.data, args)]
+
+    def reset(self):
+        self.data = [0.0] * len(self.data)
+
+    def __getitem__(self, idx):
+        return self.data[idx]
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to `path`; rename it over `path` on success.
+
+    A crash or exception leaves `path` untouched and removes the temporary file,
+    so readers never see a half-written file.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    stem, ext = os.path.splitext(os.path.basename(path))
+    # Keep the extension: cv2.imwrite and savefig pick the format from it.
+    fd, tmp = tempfile.mkstemp(prefix=f'.{stem}.tmp', suffix=ext, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def default_data_dir():
+    """Return the folder datasets live in: $D2LFCN_DATA or ~/.d2lfcn/data."""
+    return os.environ.get('D2LFCN_DATA',
+                          os.path.join(os.path.expanduser('~'), '.d2lfcn', 'data'))
+
+
+def is_fast_mode():
+    """Return True when D2LFCN_FAST=1 asks chapters and figures for small sizes."""
+    return os.environ.get('D2LFCN_FAST', '0') not in ('', '0')
