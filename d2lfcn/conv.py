@@ -145,11 +145,11 @@ def dense_to_conv1x1(dense, ctx=None):
         Maps (N, in_units, H, W) to (N, units, H, W). Explained in
         chapters/conv-layer.md.
     """
-    weight = dense.weight.data()             # (units, in_units)
-    units, in_units = weight.shape
+    units, in_units = dense.weight.shape
     if in_units == 0:
-        raise ValueError('dense_to_conv1x1 needs an initialised Dense layer '
-                         'with known in_units; run it on one batch first')
+        raise ValueError('dense_to_conv1x1 needs a Dense layer with known '
+                         'in_units; pass in_units= or run it on one batch first')
+    weight = dense.weight.data()             # (units, in_units)
     ctx = ctx or weight.context
     use_bias = dense.bias is not None
     act = dense.act._act_type if dense.act is not None else None
