@@ -29,13 +29,13 @@ def np_corr2d(X, K):
     return Y
 
 
-def np_trans_conv(X, K, stride=1, padding=0):
+def np_trans_conv(X, K, stride=(1, 1), padding=(0, 0)):
     """Transposed conv as a plain conv: dilate X by the stride, pad by k-1-p, flip K."""
     X, K = np.asarray(X, dtype=np.float64), np.asarray(K, dtype=np.float64)
-    kh, kw = K.shape
-    dil = np.zeros(((X.shape[0] - 1) * stride + 1, (X.shape[1] - 1) * stride + 1))
-    dil[::stride, ::stride] = X
-    dil = np.pad(dil, ((kh - 1 - padding,) * 2, (kw - 1 - padding,) * 2))
+    (kh, kw), (sh, sw), (ph, pw) = K.shape, stride, padding
+    dil = np.zeros(((X.shape[0] - 1) * sh + 1, (X.shape[1] - 1) * sw + 1))
+    dil[::sh, ::sw] = X
+    dil = np.pad(dil, ((kh - 1 - ph,) * 2, (kw - 1 - pw,) * 2))
     return np_corr2d(dil, K[::-1, ::-1])
 
 
@@ -349,8 +349,10 @@ def test_trans_conv_published_examples():  # 8
 
 def test_trans_conv_matches_numpy_dilated_conv():
     rng = np.random.default_rng(5)
-    for xs, ks, s, p in [((3, 4), (2, 3), 1, 0), ((4, 3), (4, 4), 2, 1),
-                         ((2, 2), (3, 3), 3, 1)]:
+    for xs, ks, s, p in [((3, 4), (2, 3), (1, 1), (0, 0)),
+                         ((4, 3), (4, 4), (2, 2), (1, 1)),
+                         ((2, 2), (3, 3), (3, 3), (1, 1)),
+                         ((3, 4), (3, 4), (2, 3), (0, 1))]:
         X, K = rng.normal(size=xs), rng.normal(size=ks)
         ours = d2lfcn.trans_conv(nd.array(X), nd.array(K), strides=s, padding=p)
         np.testing.assert_allclose(ours.asnumpy(), np_trans_conv(X, K, s, p),
