@@ -20,4 +20,6 @@ except ImportError:
 from .utils import *      # noqa: E402,F401,F403
 from .conv import *       # noqa: E402,F401,F403
 from .model import *      # noqa: E402,F401,F403
+from .voc import *        # noqa: E402,F401,F403
+from .synthetic import *  # noqa: E402,F401,F403
 from .metrics import *    # noqa: E402,F401,F403
