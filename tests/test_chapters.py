@@ -1,0 +1,155 @@
+"""Run every chapter's python blocks and check chapters contain no pasted outputs.
+
+Each chapters/*.md (picked up by glob, so new chapters are tested without
+editing this file) runs in its own subprocess: all of its ```python blocks in
+order, in one namespace, with cwd=chapters/, MPLBACKEND=Agg and D2LFCN_FAST=1.
+Allowed fences are ```python, ```bash and ```text-diagram (a drawn figure,
+never copied program output).
+"""
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import d2lfcn
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTER_DIR = ROOT / 'chapters'
+CHAPTERS = sorted(CHAPTER_DIR.glob('*.md'))
+SKIP = set()  # chapter file names that cannot run here; keep empty
+ALLOWED_FENCES = {'python', 'bash', 'text-diagram'}
+FENCE = re.compile(r'^(\s*)(```|~~~)\s*([^`\s]*)')
+REPL_OUTPUT = re.compile(r'^\s*(>>>|\.\.\. |Out\s*\[\d*\]|In\s*\[\d*\]:)')
+IMAGE = re.compile(r'!\[[^\]]*\]\(([^)\s]+)')
+
+# Executes blocks sent as JSON on stdin; each block is compiled with the
+# chapter's file name and padded to its line number, so a traceback points
+# at the failing line of the markdown file.
+RUNNER = r'''
+import json, sys
+path, blocks = json.load(sys.stdin)
+namespace = {'__name__': '__main__'}
+for first_line, code in blocks:
+    exec(compile('\n' * (first_line - 1) + code, path, 'exec'), namespace)
+'''
+
+
+def parse_blocks(text):
+    """Return (fenced blocks as (lang, first code line, code), problems)."""
+    blocks, problems = [], []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        match = FENCE.match(lines[i])
+        if match is None:
+            if REPL_OUTPUT.match(lines[i]):
+                problems.append(f'line {i + 1}: looks like pasted REPL output')
+            i += 1
+            continue
+        indent, marker, lang = match.groups()
+        if indent:
+            problems.append(f'line {i + 1}: indented fence')
+        if lang not in ALLOWED_FENCES:
+            problems.append(f'line {i + 1}: fence {lang or "(none)"!r} is not one '
+                            f'of {sorted(ALLOWED_FENCES)}; outputs are not pasted')
+        start = i + 1
+        i += 1
+        while i < len(lines) and not lines[i].strip().startswith(marker):
+            i += 1
+        if i == len(lines):
+            problems.append(f'line {start}: fence never closed')
+        code = '\n'.join(lines[start:i]) + '\n'
+        if lang == 'python':
+            for k, line in enumerate(lines[start:i]):
+                if REPL_OUTPUT.match(line):
+                    problems.append(f'line {start + k + 1}: REPL prompt or '
+                                    'output inside a python block')
+        blocks.append((lang, start + 1, code))
+        i += 1
+    return blocks, problems
+
+
+def headings(text):
+    """Return the '## ' section titles outside code blocks, in order."""
+    blocks, _ = parse_blocks(text)
+    in_code = set()
+    for _, first, code in blocks:
+        in_code.update(range(first - 1, first + code.count('\n') + 1))
+    return [line[3:].strip() for n, line in enumerate(text.splitlines(), 1)
+            if line.startswith('## ') and n not in in_code]
+
+
+def chapter_id(path):
+    return path.name
+
+
+def test_the_convolution_chapters_exist():
+    names = {p.name for p in CHAPTERS}
+    assert {'conv-layer.md', 'transposed-conv.md'} <= names
+
+
+def test_parser_flags_pasted_outputs():
+    bad = ('# t\n```python\nprint(1)\n```\n```\n1\n```\n'
+           '>>> x = 1\n```python\n>>> 2\n```\n```text\n[[19. 25.]]\n```\n')
+    _, problems = parse_blocks(bad)
+    assert len(problems) == 4, problems
+    good = '```python\nx = 1\n```\n```text-diagram\n a -> b\n```\n'
+    blocks, problems = parse_blocks(good)
+    assert problems == [] and [b[0] for b in blocks] == ['python', 'text-diagram']
+    assert blocks[0][1] == 2  # line of the first code line, for tracebacks
+    assert headings('## A\n```python\n## not a heading\n```\n## B\n') == ['A', 'B']
+
+
+@pytest.mark.parametrize('chapter', CHAPTERS, ids=chapter_id)
+def test_chapter_has_no_pasted_outputs(chapter):
+    _, problems = parse_blocks(chapter.read_text(encoding='utf-8'))
+    assert not problems, f'{chapter.name}: ' + '; '.join(problems)
+
+
+@pytest.mark.parametrize('chapter', CHAPTERS, ids=chapter_id)
+def test_chapter_ends_with_summary_and_exercises(chapter):
+    titles = headings(chapter.read_text(encoding='utf-8'))
+    assert titles[-2:] == ['Summary', 'Exercises'], titles
+
+
+@pytest.mark.parametrize('chapter', CHAPTERS, ids=chapter_id)
+def test_chapter_images_exist(chapter):
+    for target in IMAGE.findall(chapter.read_text(encoding='utf-8')):
+        assert (CHAPTER_DIR / target).is_file(), f'{chapter.name}: {target} missing'
+
+
+@pytest.mark.parametrize('chapter', CHAPTERS, ids=chapter_id)
+def test_chapter_imports_and_does_not_retype_the_library(chapter):
+    blocks, _ = parse_blocks(chapter.read_text(encoding='utf-8'))
+    code = [c for lang, _, c in blocks if lang == 'python']
+    assert code, f'{chapter.name} has no python blocks'
+    assert any(re.search(r'^\s*(import d2lfcn|from d2lfcn)', c, re.M) for c in code)
+    public = {n for n in dir(d2lfcn) if not n.startswith('_')}
+    for c in code:
+        for node in ast.walk(ast.parse(c)):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                assert node.name not in public, (
+                    f'{chapter.name} re-defines d2lfcn.{node.name}; print it '
+                    'with inspect.getsource instead')
+
+
+@pytest.mark.parametrize('chapter', CHAPTERS, ids=chapter_id)
+def test_chapter_runs(chapter, tmp_path):
+    if chapter.name in SKIP:
+        pytest.skip('listed in SKIP')
+    blocks, _ = parse_blocks(chapter.read_text(encoding='utf-8'))
+    code = [(first, c) for lang, first, c in blocks if lang == 'python']
+    env = dict(os.environ, MPLBACKEND='Agg', D2LFCN_FAST='1',
+               D2LFCN_DATA=str(tmp_path / 'data'), HOME=str(tmp_path),
+               PYTHONPATH=os.pathsep.join(
+                   [str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
+    proc = subprocess.run([sys.executable, '-c', RUNNER], cwd=CHAPTER_DIR, env=env,
+                          input=json.dumps([str(chapter), code]),
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, (f'{chapter.name} failed:\n'
+                                  + proc.stderr[-4000:])
