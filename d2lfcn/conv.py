@@ -152,6 +152,7 @@ def dense_to_conv1x1(dense, ctx=None):
     weight = dense.weight.data()             # (units, in_units)
     ctx = ctx or weight.context
     use_bias = dense.bias is not None
+    # Dense(activation='relu') keeps the name only on its Activation child.
     act = dense.act._act_type if dense.act is not None else None
     conv = nn.Conv2D(units, kernel_size=1, in_channels=in_units,
                      use_bias=use_bias, activation=act)
@@ -218,7 +219,7 @@ def kernel2matrix(K, input_shape=(3, 3), strides=1):
     """
     K = K.asnumpy() if isinstance(K, nd.NDArray) else np.asarray(K)
     kh, kw = K.shape
-    in_h, in_w = input_shape
+    in_h, in_w = _pair(input_shape)
     sh, sw = _pair(strides)
     out_h, out_w = conv_output_shape((in_h, in_w), (kh, kw), (sh, sw))
     W = np.zeros((out_h * out_w, in_h * in_w), dtype=np.float32)
@@ -248,8 +249,9 @@ def bilinear_upsampler(channels, scale=2):
 
 
 def upsample_bilinear(img, scale=2):
-    """Upsample an (H, W, C) image to (scale * H, scale * W, C) float32 with a transposed conv.
+    """Upsample an (H, W, C) image to (scale * H, scale * W, C) with a transposed conv.
 
+    The result is float32 in the input's value range (0..255 stays 0..255).
     Explained in chapters/transposed-conv.md.
     """
     if not isinstance(img, nd.NDArray):

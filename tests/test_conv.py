@@ -237,6 +237,7 @@ def test_conv_as_sparse_matrix_4x4():  # 6
     np.testing.assert_array_equal(conv(X)[0, 0].asnumpy(), expected)
     W = d2lfcn.kernel2matrix(K, (4, 4))
     assert W.shape == (4, 16)
+    assert d2lfcn.kernel2matrix(K, 4).shape == (4, 16)  # int: a square input
     np.testing.assert_array_equal(nd.dot(W, X.reshape((16,))).asnumpy(),
                                   np.ravel(expected))
 
