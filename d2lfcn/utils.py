@@ -72,13 +72,18 @@ class Accumulator:
         self.data = [0.0] * n
 
     def add(self, *args):
-        self.data = [a + float(b) for a, b in zip(self.data, args)]
+        self.data = [a + _to_float(b) for a, b in zip(self.data, args)]
 
     def reset(self):
         self.data = [0.0] * len(self.data)
 
     def __getitem__(self, idx):
         return self.data[idx]
+
+
+def _to_float(x):
+    # float() refuses an NDArray in MXNet 1.9, even a one-element one.
+    return float(x.asscalar()) if hasattr(x, 'asscalar') else float(x)
 
 
 @contextlib.contextmanager
