@@ -29,6 +29,7 @@ setup(
         # Both builds provide the `mxnet` module, so the user picks one.
         'cpu': ['mxnet==1.9.1'],
         'cu112': ['mxnet-cu112==1.9.1'],
-        'test': ['pytest>=7'],
+        # jupytext + nbclient + ipykernel: the test that runs a generated notebook.
+        'test': ['pytest>=7', 'jupytext>=1.14', 'nbclient>=0.7', 'ipykernel>=6'],
     },
 )
