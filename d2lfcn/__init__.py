@@ -23,3 +23,4 @@ from .model import *      # noqa: E402,F401,F403
 from .voc import *        # noqa: E402,F401,F403
 from .synthetic import *  # noqa: E402,F401,F403
 from .metrics import *    # noqa: E402,F401,F403
+from .predict import *    # noqa: E402,F401,F403

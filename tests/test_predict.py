@@ -1,0 +1,217 @@
+"""Test whole-image prediction, label colouring and the predict CLI."""
+import os
+import subprocess
+import sys
+
+import cv2
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import nd
+from mxnet.gluon import nn
+
+from d2lfcn.model import get_fcn
+from d2lfcn.predict import label2image, main, overlay, predict
+from d2lfcn.utils import run_cli
+
+MEAN = np.array([0.485, 0.456, 0.406])  # ImageNet statistics, written out here
+STD = np.array([0.229, 0.224, 0.225])
+
+
+def _image(h, w, seed=0):
+    return np.random.RandomState(seed).randint(0, 256, size=(h, w, 3)).astype(np.uint8)
+
+
+@pytest.fixture(scope='module')
+def fcn():
+    mx.random.seed(0)
+    return get_fcn(num_classes=3, pretrained_base=False)
+
+
+@pytest.mark.parametrize('h, w', [(37, 53), (100, 75), (32, 64)])
+@pytest.mark.parametrize('mode', ['pad', 'tile'])
+def test_label_map_has_the_input_size(fcn, h, w, mode):
+    pred = predict(fcn, _image(h, w), mode=mode, tile_size=(64, 64))
+    assert pred.shape == (h, w) and pred.dtype == np.int32
+    assert pred.min() >= 0 and pred.max() < 3
+
+
+class PixelNet(nn.HybridBlock):
+    """Scores each pixel from its own colour (a 1x1 conv), optionally plus the
+    mean colour of the whole window it is given."""
+
+    def __init__(self, add_window_mean=False, **kwargs):
+        super().__init__(**kwargs)
+        self.add_window_mean = add_window_mean
+        self.conv = nn.Conv2D(3, kernel_size=1, in_channels=3)
+
+    def hybrid_forward(self, F, x):
+        y = self.conv(x)
+        if self.add_window_mean:
+            y = F.broadcast_add(y, F.mean(x, axis=(2, 3), keepdims=True))
+        return y
+
+
+def _pixel_net(add_window_mean=False):
+    net = PixelNet(add_window_mean)
+    rng = np.random.RandomState(1)
+    net.initialize()
+    W, b = rng.randn(3, 3).astype('float32'), rng.randn(3).astype('float32')
+    net.conv.weight.set_data(nd.array(W[:, :, None, None]))
+    net.conv.bias.set_data(nd.array(b))
+    return net, W, b
+
+
+def _normalised(img):
+    return (img / 255.0 - MEAN) / STD  # (H, W, 3)
+
+
+@pytest.mark.parametrize('h, w', [(37, 53), (100, 150), (20, 300)])
+def test_pad_and_tile_agree_with_numpy_for_a_per_pixel_model(h, w):
+    net, W, b = _pixel_net()
+    img = _image(h, w, seed=h)
+    expected = (_normalised(img) @ W.T + b).argmax(axis=2)
+    np.testing.assert_array_equal(predict(net, img, mode='pad'), expected)
+    # Windows of 64x96 with several overlaps: every tile offset must line up.
+    for overlap in (0, 0.25, 0.5):
+        np.testing.assert_array_equal(
+            predict(net, img, mode='tile', tile_size=(64, 96), overlap=overlap),
+            expected)
+
+
+def test_tile_scores_are_averaged_over_overlapping_windows():
+    """A window-dependent model: the average is checked with windows by hand."""
+    net, W, b = _pixel_net(add_window_mean=True)
+    img = _image(40, 70, seed=7)
+    x = _normalised(img)
+    # tile (32, 64), overlap 0.5: row stride 16 -> rows [0, 32) and [8, 40)
+    # (the last window flush with the bottom); column stride 32 -> [0, 64), [6, 70).
+    windows = [(r, c) for r in (slice(0, 32), slice(8, 40))
+               for c in (slice(0, 64), slice(6, 70))]
+    total, count = np.zeros((40, 70, 3)), np.zeros((40, 70, 1))
+    for r, c in windows:
+        total[r, c] += x[r, c] @ W.T + b + x[r, c].mean(axis=(0, 1))
+        count[r, c] += 1
+    expected = (total / count).argmax(axis=2)
+    got = predict(net, img, mode='tile', tile_size=(32, 64), overlap=0.5)
+    np.testing.assert_array_equal(got, expected)
+    # The window term matters: scoring the whole padded image differs.
+    assert (predict(net, img, mode='pad') != expected).any()
+
+
+def test_ndarray_in_ndarray_out(fcn):
+    img = _image(37, 53)
+    pred = predict(fcn, nd.array(img, dtype='uint8'))
+    assert isinstance(pred, nd.NDArray)
+    np.testing.assert_array_equal(pred.asnumpy(), predict(fcn, img))
+
+
+def test_bad_arguments_raise(fcn):
+    with pytest.raises(ValueError):
+        predict(fcn, _image(32, 32)[:, :, 0])
+    with pytest.raises(ValueError):
+        predict(fcn, _image(32, 32), mode='zoom')
+    with pytest.raises(ValueError):
+        predict(fcn, _image(32, 32), mode='tile', tile_size=(40, 64))
+
+
+def test_label2image_uses_the_voc_colours():
+    pred = [[0, 1, 2], [15, 20, 255]]
+    expected = [[[0, 0, 0], [128, 0, 0], [0, 128, 0]],            # background, aeroplane, bicycle
+                [[192, 128, 128], [0, 64, 128], [224, 224, 192]]]  # person, tv/monitor, void
+    out = label2image(np.array(pred))
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)
+    out = label2image(nd.array(pred))
+    assert isinstance(out, nd.NDArray)
+    np.testing.assert_array_equal(out.asnumpy(), expected)
+
+
+def test_overlay_blends_all_but_background():
+    img = np.full((1, 3, 3), 100, dtype=np.uint8)
+    out = overlay(img, np.array([[0, 1, 15]]), alpha=0.5)
+    # background kept; aeroplane (128, 0, 0) and person (192, 128, 128) half-blended
+    np.testing.assert_array_equal(out, [[[100, 100, 100], [114, 50, 50], [146, 114, 114]]])
+
+
+# ------------------------------------------------------------------ the CLI
+
+@pytest.fixture(scope='module')
+def params(tmp_path_factory, fcn):
+    path = tmp_path_factory.mktemp('params') / 'fcn.params'
+    fcn.save_parameters(str(path))
+    return str(path)
+
+
+def _jpeg(folder, name, h=50, w=70):
+    path = str(folder / name)
+    cv2.imwrite(path, cv2.cvtColor(_image(h, w), cv2.COLOR_RGB2BGR))
+    return path
+
+
+def test_cli_end_to_end(tmp_path, params, fcn):
+    img = _jpeg(tmp_path, 'cat.jpg')
+    out = tmp_path / 'out'
+    proc = subprocess.run(
+        [sys.executable, '-m', 'd2lfcn.predict', img, '--params', params,
+         '--out-dir', str(out), '--num-classes', '3'],
+        capture_output=True, text=True, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out)) == ['cat_label.png', 'cat_overlay.png']
+    label = cv2.cvtColor(cv2.imread(str(out / 'cat_label.png')), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(cv2.imread(img), cv2.COLOR_BGR2RGB)
+    # The PNG holds exactly the colours of this process's prediction (lossless).
+    np.testing.assert_array_equal(label, label2image(predict(fcn, rgb)))
+    assert cv2.imread(str(out / 'cat_overlay.png')).shape == (50, 70, 3)
+
+
+def test_cli_missing_image_exits_2_and_writes_nothing(tmp_path, params):
+    img = _jpeg(tmp_path, 'ok.jpg')
+    out = tmp_path / 'out'
+    proc = subprocess.run(
+        [sys.executable, '-m', 'd2lfcn.predict', img, str(tmp_path / 'missing.jpg'),
+         '--params', params, '--out-dir', str(out), '--num-classes', '3'],
+        capture_output=True, text=True, cwd=str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f'error: image {tmp_path / "missing.jpg"} does not exist']
+    assert not out.exists()
+
+
+def _run(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, argv)
+    err = capsys.readouterr().err
+    return e.value.code, err
+
+
+def test_cli_errors_are_one_line(tmp_path, params, capsys):
+    img = _jpeg(tmp_path, 'ok.jpg')
+    bad_img = tmp_path / 'bad.jpg'
+    bad_img.write_text('not a jpeg')
+    corrupt = tmp_path / 'corrupt.params'
+    corrupt.write_bytes(os.urandom(200))
+    out = str(tmp_path / 'out')
+    cases = [
+        ([str(bad_img), '--params', params, '--num-classes', '3'], 'cannot read image'),
+        ([img, '--params', str(tmp_path / 'none.params')], 'does not exist'),
+        ([img, '--params', str(corrupt)], 'corrupt'),
+        ([img, '--params', params], 'is for 3 classes, not 21; pass --num-classes 3'),
+    ]
+    for argv, message in cases:
+        code, err = _run(argv + ['--out-dir', out], capsys)
+        assert code == 2
+        assert len(err.splitlines()) == 1 and err.startswith('error: ') and message in err
+    assert not os.path.exists(out)
+
+
+def test_cli_help_names_every_flag_with_its_default(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(['--help'])
+    assert e.value.code == 0
+    text = ' '.join(capsys.readouterr().out.split())
+    for flag in ('--params', '--out-dir', '--num-classes', '--mode', '--tile-size',
+                 '--overlap', '--gpus', '--alpha'):
+        assert flag in text
+    for default in ('(default: .)', '(default: 21', '(default: pad)',
+                    '(default: 320 480', '(default: 0.5)'):
+        assert default in text
