@@ -24,3 +24,5 @@ from .voc import *        # noqa: E402,F401,F403
 from .synthetic import *  # noqa: E402,F401,F403
 from .metrics import *    # noqa: E402,F401,F403
 from .predict import *    # noqa: E402,F401,F403
+from .figures import *    # noqa: E402,F401,F403
+from .train import *      # noqa: E402,F401,F403
