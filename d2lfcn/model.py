@@ -53,8 +53,11 @@ class FCN(nn.HybridBlock):
         self.features = features
         with self.name_scope():
             self.score = nn.Conv2D(num_classes, kernel_size=1)
+            # in_channels given: the bilinear weights exist (and can be shown)
+            # before the first forward pass.
             self.upsample = nn.Conv2DTranspose(
-                num_classes, kernel_size=64, padding=16, strides=32)
+                num_classes, kernel_size=64, padding=16, strides=32,
+                in_channels=num_classes)
 
     def hybrid_forward(self, F, x):
         x = self.features(x)       # (batch, 512, H/32, W/32)

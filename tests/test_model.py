@@ -204,3 +204,12 @@ def test_pretrained_weights_are_downloaded_from_the_gluon_repo(tmp_path, monkeyp
     assert os.path.exists(tmp_path / 'home' / 'models' / f'{stem}.params')
     for key, param in _features_params(net).items():
         np.testing.assert_array_equal(param.data().asnumpy(), saved[key].asnumpy())
+
+
+def test_parameters_live_on_every_context_given():
+    ctxs = [mx.cpu(0), mx.cpu(1)]
+    net = get_fcn(num_classes=2, pretrained_base=False, ctx=ctxs)
+    for p in net.collect_params().values():
+        assert p.list_ctx() == ctxs
+    np.testing.assert_array_equal(net.upsample.weight.data(mx.cpu(1)).asnumpy(),
+                                  bilinear_kernel(2, 2, 64).asnumpy())
