@@ -165,7 +165,8 @@ def overlay(img, pred, alpha=0.5):
 def _read_rgb(path):
     """Return an image file as (H, W, 3) RGB uint8, or raise UserError."""
     if not os.path.isfile(path):
-        raise UserError(f'image {path} does not exist')
+        what = 'is not a file' if os.path.exists(path) else 'does not exist'
+        raise UserError(f'image {path} {what}')
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
         raise UserError(f'cannot read image {path}: not an image format OpenCV can decode')
@@ -247,15 +248,20 @@ def _outputs(images, out_dir):
 
 
 def _write_png(path, rgb):
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise UserError(f'cannot write {path}')
+    try:
+        with atomic_path(path) as tmp:
+            if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+                raise OSError('OpenCV could not encode it')
+    except OSError as e:
+        raise UserError(f'cannot write {path}: {e.strerror or e}') from None
 
 
 def main(argv=None):
     """Segment IMAGE... with the FCN in --params; see --help."""
     args = _parse(argv)
     outputs = _outputs(args.images, args.out_dir)
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise UserError(f'--out-dir {args.out_dir} is a file, not a folder')
     for path in args.images:  # check every input before writing anything
         _read_rgb(path)
     if args.gpus == 0:

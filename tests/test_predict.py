@@ -193,6 +193,7 @@ def test_cli_errors_are_one_line(tmp_path, params, capsys):
     out = str(tmp_path / 'out')
     cases = [
         ([str(bad_img), '--params', params, '--num-classes', '3'], 'cannot read image'),
+        ([str(tmp_path), '--params', params, '--num-classes', '3'], 'is not a file'),
         ([img, '--params', str(tmp_path / 'none.params')], 'does not exist'),
         ([img, '--params', str(corrupt)], 'corrupt'),
         ([img, '--params', params], 'is for 3 classes, not 21; pass --num-classes 3'),
@@ -202,6 +203,9 @@ def test_cli_errors_are_one_line(tmp_path, params, capsys):
         assert code == 2
         assert len(err.splitlines()) == 1 and err.startswith('error: ') and message in err
     assert not os.path.exists(out)
+    code, err = _run([img, '--params', params, '--num-classes', '3',
+                      '--out-dir', str(bad_img)], capsys)
+    assert code == 2 and err == f'error: --out-dir {bad_img} is a file, not a folder\n'
 
 
 def test_cli_help_names_every_flag_with_its_default(capsys):
