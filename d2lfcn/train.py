@@ -14,6 +14,8 @@ import random
 import sys
 import time
 
+import warnings
+
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
@@ -24,9 +26,14 @@ from .utils import (Accumulator, Timer, UserError, atomic_path, run_cli,
 
 __all__ = ['SegmentationLoss', 'split_batch', 'pixel_accuracy', 'train_batch',
            'evaluate_segmentation', 'background_baseline', 'set_epoch_seed',
-           'lr_at', 'recompute_batchnorm', 'train_ch13']
+           'lr_at', 'train_ch13']
 
 IGNORE_LABEL = 255  # VOC's void band; the same value as d2lfcn.voc.IGNORE_LABEL
+
+# d2lfcn/__init__.py re-exports this module, so `python -m d2lfcn.train`
+# finds it imported already and runpy warns on stderr; running it is safe.
+warnings.filterwarnings('ignore', category=RuntimeWarning,
+                        message=r"'d2lfcn\.train' found in sys\.modules")
 
 
 class SegmentationLoss(gluon.loss.Loss):
@@ -160,57 +167,6 @@ def lr_at(step, total_steps, base_lr, schedule='constant', warmup_steps=0):
     raise ValueError(f'unknown schedule {schedule!r}')
 
 
-def _batchnorms(block):
-    """Yield every BatchNorm layer inside `block`."""
-    if isinstance(block, gluon.nn.BatchNorm):
-        yield block
-    for child in block._children.values():
-        yield from _batchnorms(child)
-
-
-def recompute_batchnorm(net, data_iter, devices, num_batches=None,
-                        split_f=split_batch):
-    """Re-estimate BatchNorm's running statistics from training batches.
-
-    While weights move fast (a high learning rate, a short run), the running
-    averages lag behind them, and evaluation-mode predictions suffer. This
-    sets every running mean and variance to the average of the batch
-    statistics of the current weights over `num_batches` batches (all if
-    None), without changing any weight. Explained in chapters/fcn.md.
-    """
-    bns = list(_batchnorms(net))
-    if not bns:
-        return
-    sums = {id(bn): [0, 0] for bn in bns}
-    # Momentum 0 makes the running values equal this batch's statistics; we
-    # average them ourselves. The layer's hyperparameters live in _kwargs.
-    saved = [bn._kwargs['momentum'] for bn in bns]
-    for bn in bns:
-        bn._kwargs['momentum'] = 0.0
-    net.hybridize(active=False)  # so the new momentum is used
-    try:
-        n = 0
-        for i, (X, y) in enumerate(data_iter):
-            if num_batches is not None and i >= num_batches:
-                break
-            X_shards, _ = split_f(X, y, devices)
-            with autograd.train_mode():
-                for X_shard in X_shards:
-                    net(X_shard)
-                    n += 1
-                    for bn in bns:
-                        s = sums[id(bn)]
-                        s[0] = s[0] + bn.running_mean.data(X_shard.context).copy()
-                        s[1] = s[1] + bn.running_var.data(X_shard.context).copy()
-        for bn in bns:
-            s = sums[id(bn)]
-            bn.running_mean.set_data(s[0] / n)
-            bn.running_var.set_data(s[1] / n)
-    finally:
-        for bn, m in zip(bns, saved):
-            bn._kwargs['momentum'] = m
-
-
 class TrainingDiverged(UserError):
     """Signal a loss that became NaN or infinite."""
 
@@ -256,15 +212,13 @@ def _train_epoch(net, train_iter, loss, trainer, devices, split_f, epoch,
 
 def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs,
                devices=None, split_f=split_batch, num_classes=21, start_epoch=0,
-               seed=None, lr_fn=None, on_epoch_end=None, progress=None,
-               bn_batches=0):
+               seed=None, lr_fn=None, on_epoch_end=None, progress=None):
     """Train a model with multiple devices and evaluate it every epoch.
 
     D2L's train_ch13, plus: evaluation by the FCN paper's scores (test acc is
     pixel accuracy, void excluded), epochs seeded from (seed, epoch) for
-    resumable runs, a per-update learning rate `lr_fn(step)`, BatchNorm
-    statistics re-estimated on `bn_batches` training batches before each
-    evaluation, and `on_epoch_end(record)` for checkpoints. A NaN or
+    resumable runs, a per-update learning rate `lr_fn(step)`, and
+    `on_epoch_end(record)` for checkpoints. A NaN or
     infinite loss raises TrainingDiverged. Returns the list of epoch records.
 
     Explained in chapters/fcn.md.
@@ -278,8 +232,6 @@ def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs,
         metric = _train_epoch(net, train_iter, loss, trainer, devices, split_f,
                               epoch, lr_fn, progress)
         seconds = timer.stop()
-        if bn_batches:
-            recompute_batchnorm(net, train_iter, devices, bn_batches, split_f)
         scores = evaluate_segmentation(net, test_iter, devices, num_classes, split_f)
         test_acc = scores['pixel_acc']
         record = {'epoch': epoch + 1, 'loss': metric[0] / metric[2],
@@ -305,10 +257,10 @@ def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs,
 # The book's recipe (D2L's FCN section) and the embedded demo's; flags win.
 BOOK_RECIPE = dict(num_epochs=5, batch_size=32, crop_size=[320, 480], lr=0.1,
                    wd=1e-3, momentum=0.0, lr_schedule='constant', warmup_epochs=0.0,
-                   bn_batches=0, out_dir=os.path.join('runs', 'fcn'))
+                   out_dir=os.path.join('runs', 'fcn'))
 DEMO_RECIPE = dict(num_epochs=6, batch_size=16, crop_size=[128, 128], lr=0.05,
                    wd=1e-4, momentum=0.9, lr_schedule='poly', warmup_epochs=1.0,
-                   bn_batches=0, out_dir=os.path.join('runs', 'demo'))
+                   out_dir=os.path.join('runs', 'demo'))
 
 FILES = dict(args='args.json', state='state.json', last='last.params',
              states='last.states', best='best.params', metrics='metrics.csv',
@@ -358,9 +310,6 @@ def _parser():
            'cosine decay to 0' + _default('lr_schedule'))
     a('--warmup-epochs', type=float, metavar='E',
       help='epochs of linear learning-rate warmup' + _default('warmup_epochs'))
-    a('--bn-batches', type=int, metavar='N',
-      help='before each evaluation, re-estimate BatchNorm statistics on N '
-           'training batches (0: keep the running averages)' + _default('bn_batches'))
     a('--no-pretrained-base', action='store_true',
       help='initialise the backbone randomly instead of loading ImageNet weights '
            'from the Gluon model zoo (default: pretrained; with --demo: random)')
@@ -412,7 +361,6 @@ def _resolve(args):
                             ('--momentum', args.momentum, 0 <= args.momentum < 1),
                             ('--warmup-epochs', args.warmup_epochs,
                              0 <= args.warmup_epochs <= args.num_epochs),
-                            ('--bn-batches', args.bn_batches, args.bn_batches >= 0),
                             ('--cpus', args.cpus, args.cpus is None or args.cpus >= 1),
                             ('--num-workers', args.num_workers,
                              args.num_workers is None or args.num_workers >= 0)):
@@ -571,8 +519,7 @@ def _progress_bar():
 
 # Flags that change what a resumed run computes, compared with the saved run.
 _TRAJECTORY = ['data_dir', 'demo', 'batch_size', 'crop_size', 'lr', 'wd',
-               'momentum', 'lr_schedule', 'warmup_epochs', 'bn_batches',
-               'boundary', 'seed']
+               'momentum', 'lr_schedule', 'warmup_epochs', 'boundary', 'seed']
 
 
 def _note_changed_flags(args, out_dir):
@@ -650,8 +597,7 @@ def main(argv=None):
         train_ch13(net, train_iter, test_iter, SegmentationLoss(), trainer,
                    args.num_epochs, devices, num_classes=num_classes,
                    start_epoch=start, seed=args.seed, lr_fn=lr_fn,
-                   on_epoch_end=on_epoch_end, progress=_progress_bar(),
-                   bn_batches=args.bn_batches)
+                   on_epoch_end=on_epoch_end, progress=_progress_bar())
     except TrainingDiverged as e:
         kept = (f"the checkpoint of epoch {history[-1]['epoch']} in {out_dir} is kept"
                 if history else 'no checkpoint was written')

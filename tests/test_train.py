@@ -1,0 +1,388 @@
+"""Test the training loop and `python -m d2lfcn.train` on tiny embedded datasets."""
+import csv
+import json
+import math
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon, init, nd
+from PIL import Image
+
+from d2lfcn import UserError, run_cli
+from d2lfcn.model import get_fcn
+from d2lfcn.train import (SegmentationLoss, evaluate_segmentation, lr_at, main,
+                          pixel_accuracy, set_epoch_seed, split_batch, train_batch)
+
+# Tiny runs: 64x64 crops of the conftest's 12 + 8 image set, batches of 4.
+TINY = ['--no-pretrained-base', '--crop-size', '64', '64', '--batch-size', '4',
+        '--num-workers', '0']
+
+EPOCH_LINE = re.compile(r'^epoch (\d+): loss (\d+\.\d{3}), train acc (\d\.\d{3}), '
+                        r'test acc (\d\.\d{3}), test mIoU (\d\.\d{3})$', re.M)
+
+
+def _log_softmax(x, axis):
+    x = x - x.max(axis=axis, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=axis, keepdims=True))
+
+
+def test_loss_equals_gluon_softmax_cross_entropy_without_void():
+    """D2L's loss is SoftmaxCrossEntropyLoss(axis=1); ours agrees with no void."""
+    pred = nd.random.normal(shape=(3, 21, 8, 6))
+    label = nd.random.randint(0, 21, shape=(3, 8, 6)).astype('float32')
+    ours = SegmentationLoss()(pred, label).asnumpy()
+    d2l = gluon.loss.SoftmaxCrossEntropyLoss(axis=1)(pred, label).asnumpy()
+    np.testing.assert_allclose(ours, d2l, rtol=1e-5)
+
+
+def test_loss_averages_over_non_void_pixels_per_example():
+    rng = np.random.default_rng(0)
+    pred = rng.normal(size=(3, 5, 4, 4)).astype(np.float32)
+    label = rng.integers(0, 5, size=(3, 4, 4)).astype(np.float32)
+    label[0, :2] = 255      # half void
+    label[2] = 255          # all void: contributes 0, not NaN
+    logp = _log_softmax(pred, axis=1)
+    expected = []
+    for n in range(3):
+        valid = label[n] != 255
+        terms = [-logp[n, int(label[n, i, j]), i, j] for i, j in zip(*np.nonzero(valid))]
+        expected.append(np.mean(terms) if terms else 0.0)
+    P = nd.array(pred)
+    P.attach_grad()
+    with autograd.record():
+        loss = SegmentationLoss()(P, nd.array(label))
+    loss.backward()
+    np.testing.assert_allclose(loss.asnumpy(), expected, rtol=1e-5)
+    grad = P.grad.asnumpy()
+    assert np.isfinite(grad).all()
+    assert np.abs(grad[2]).max() == 0           # void pixels get no gradient
+    assert np.abs(grad[0][:, :2]).max() == 0
+
+
+def test_loss_hybridizes():
+    loss = SegmentationLoss()
+    loss.hybridize()
+    pred = nd.random.normal(shape=(2, 4, 3, 3))
+    label = nd.array([[[0, 1, 255]] * 3, [[3, 3, 2]] * 3])
+    np.testing.assert_allclose(loss(pred, label).asnumpy(),
+                               SegmentationLoss()(pred, label).asnumpy(), rtol=1e-6)
+
+
+def test_pixel_accuracy_leaves_out_void():
+    # Scores whose argmax is 0, 1, 1, 2 against labels 0, 2, 1, void.
+    y_hat = nd.array([[[[5, 0, 0, 0]], [[0, 5, 5, 0]], [[0, 0, 0, 5]]]])  # (1, 3, 1, 4)
+    y = nd.array([[[0, 2, 1, 255]]])                                       # (1, 1, 4)
+    correct, labelled = pixel_accuracy(y_hat, y)
+    assert (correct.asscalar(), labelled.asscalar()) == (2, 3)
+
+
+def test_lr_schedules():
+    assert lr_at(7, 100, 0.1) == 0.1                                 # D2L: constant
+    assert lr_at(0, 100, 0.1, 'poly', warmup_steps=10) == pytest.approx(0.01)
+    assert lr_at(9, 100, 0.1, 'poly', warmup_steps=10) == pytest.approx(0.1)
+    assert lr_at(10, 100, 0.1, 'poly', warmup_steps=10) == pytest.approx(0.1)
+    assert lr_at(55, 100, 0.1, 'poly', warmup_steps=10) == pytest.approx(0.1 * 0.5 ** 0.9)
+    assert lr_at(50, 100, 0.1, 'cosine') == pytest.approx(0.05)
+    assert lr_at(100, 100, 0.1, 'cosine') == pytest.approx(0.0)
+
+
+def test_epoch_seed_fixes_every_generator():
+    def draw():
+        return (random.random(), np.random.rand(), nd.random.uniform(shape=(1,)).asscalar())
+    set_epoch_seed(3, 1)
+    first = draw()
+    set_epoch_seed(3, 2)
+    other = draw()
+    set_epoch_seed(3, 1)
+    assert draw() == first
+    assert all(a != b for a, b in zip(first, other))
+
+
+def _tiny_net(ctx):
+    """A BatchNorm-free segmentation net, so device shards cannot differ."""
+    net = gluon.nn.HybridSequential()
+    net.add(gluon.nn.Conv2D(8, 3, padding=1, activation='relu'),
+            gluon.nn.Conv2D(21, 1))
+    net.initialize(init.Xavier(), ctx=ctx)
+    return net
+
+
+def test_train_batch_on_two_cpu_contexts_equals_one():
+    """Splitting a batch over devices changes nothing without BatchNorm."""
+    X = nd.random.normal(shape=(6, 3, 8, 8))
+    y = nd.random.randint(0, 21, shape=(6, 8, 8)).astype('float32')
+    y[0, :3] = 255
+    results = []
+    for devices in ([mx.cpu(0)], [mx.cpu(0), mx.cpu(1)]):
+        mx.random.seed(0)
+        net = _tiny_net(devices)
+        trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.5})
+        sums = train_batch(net, X, y, SegmentationLoss(), trainer, devices)
+        params = [p.data(mx.cpu(0)).asnumpy() for p in net.collect_params().values()]
+        results.append(([s.asscalar() for s in sums], params))
+    (sums1, params1), (sums2, params2) = results
+    np.testing.assert_allclose(sums1, sums2, rtol=1e-5)
+    assert sums1[2] == (y != 255).sum().asscalar()
+    for a, b in zip(params1, params2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_split_batch_handles_odd_and_tiny_batches():
+    X, y = nd.zeros((3, 1, 2, 2)), nd.zeros((3, 2, 2))
+    xs, ys = split_batch(X, y, [mx.cpu(0), mx.cpu(1)])
+    assert sorted(x.shape[0] for x in xs) == [1, 2] and len(ys) == 2
+    xs, _ = split_batch(X[:1], y[:1], [mx.cpu(0), mx.cpu(1)])
+    assert len(xs) == 1
+
+
+def test_evaluation_on_two_cpu_contexts_equals_one(small_voc_dir):
+    """Evaluation mode uses running statistics: the split cannot matter."""
+    from d2lfcn.voc import VOCSegDataset
+    data = gluon.data.DataLoader(VOCSegDataset(False, (64, 64), small_voc_dir), 3,
+                                 last_batch='keep')
+    mx.random.seed(1)
+    net = get_fcn(pretrained_base=False, ctx=[mx.cpu(0), mx.cpu(1)])
+    one = evaluate_segmentation(net, data, [mx.cpu(0)])
+    two = evaluate_segmentation(net, data, [mx.cpu(0), mx.cpu(1)])
+    assert one == two
+
+
+# --- the command line --------------------------------------------------------
+
+def _run(argv, capsys):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    try:
+        run_cli(main, argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _read_metrics(out_dir):
+    with open(os.path.join(out_dir, 'metrics.csv')) as f:
+        return list(csv.DictReader(f))
+
+
+def _png_size(path):
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        return im.size
+
+
+@pytest.fixture(scope='module')
+def two_epoch_run(small_voc_dir, tmp_path_factory):
+    """A complete 2-epoch run; returns (out_dir, stdout)."""
+    out = str(tmp_path_factory.mktemp('run') / 'out')
+    capture = _Capture()
+    with capture:
+        main(['--data-dir', small_voc_dir, '--out-dir', out, '--num-epochs', '2', *TINY])
+    return out, capture.text
+
+
+class _Capture:
+    """Capture sys.stdout in a module-scoped fixture (capsys is per test)."""
+
+    def __enter__(self):
+        import io
+        self._old, sys.stdout = sys.stdout, io.StringIO()
+        return self
+
+    def __exit__(self, *exc):
+        self.text = sys.stdout.getvalue()
+        sys.stdout = self._old
+
+
+def test_run_prints_d2l_lines(two_epoch_run):
+    _, text = two_epoch_run
+    epochs = EPOCH_LINE.findall(text)
+    assert [e[0] for e in epochs] == ['1', '2']
+    assert re.search(r'^all-background baseline: test acc \d\.\d{3}, test mIoU \d\.\d{3}$',
+                     text, re.M)
+    last = epochs[-1]
+    assert f'loss {last[1]}, train acc {last[2]}, test acc {last[3]}\n' in text
+    assert re.search(r'^\d+\.\d examples/sec on \[cpu\(0\)\]$', text, re.M)
+
+
+def test_run_writes_every_file(two_epoch_run, small_voc_dir):
+    out, text = two_epoch_run
+    assert sorted(f for f in os.listdir(out)) == sorted([
+        'args.json', 'state.json', 'last.params', 'last.states', 'best.params',
+        'metrics.csv', 'curves.png', 'predictions.png'])
+    with open(os.path.join(out, 'args.json')) as f:
+        args = json.load(f)
+    assert args['num_epochs'] == 2 and args['crop_size'] == [64, 64]
+    assert args['lr'] == 0.1 and args['wd'] == 1e-3   # the book's recipe
+    assert args['devices'] == ['cpu(0)'] and args['voc_dir'] == small_voc_dir
+    with open(os.path.join(out, 'state.json')) as f:
+        state = json.load(f)
+    rows = _read_metrics(out)
+    assert [int(r['epoch']) for r in rows] == [1, 2] == [h['epoch'] for h in state['history']]
+    assert state['epoch'] == 2
+    for row, printed in zip(rows, EPOCH_LINE.findall(text)):
+        assert f"{float(row['loss']):.3f}" == printed[1]
+        assert f"{float(row['test_miou']):.3f}" == printed[4]
+        for key in ('train_acc', 'test_acc', 'test_miou', 'test_mean_acc', 'test_fw_iou'):
+            assert 0 <= float(row[key]) <= 1
+        assert float(row['loss']) > 0 and float(row['seconds']) > 0
+    best = max(rows, key=lambda r: float(r['test_miou']))
+    assert state['best_epoch'] == int(best['epoch'])
+    assert _png_size(os.path.join(out, 'predictions.png')) == (800, 600)
+    assert _png_size(os.path.join(out, 'curves.png')) == (350, 250)
+    assert not [f for f in os.listdir(out) if f.startswith('.')]  # no temp files
+
+
+def test_saved_model_reproduces_test_acc(two_epoch_run, small_voc_dir):
+    """Score last.params with plain numpy on the validation crops."""
+    from d2lfcn.voc import VOCSegDataset
+    out, _ = two_epoch_run
+    net = get_fcn(pretrained_base=False)
+    net.load_parameters(os.path.join(out, 'last.params'))
+    correct = labelled = 0
+    for X, y in VOCSegDataset(False, (64, 64), small_voc_dir):
+        pred = net(X.expand_dims(0))[0].asnumpy().argmax(axis=0)
+        y = y.asnumpy()
+        correct += ((pred == y) & (y != 255)).sum()
+        labelled += (y != 255).sum()
+    row = _read_metrics(out)[-1]
+    assert float(row['test_acc']) == pytest.approx(correct / labelled, abs=1e-6)
+
+
+def test_resume_repeats_an_uninterrupted_run(two_epoch_run, small_voc_dir, tmp_path, capsys):
+    full, _ = two_epoch_run
+    out = str(tmp_path / 'out')
+    base = ['--data-dir', small_voc_dir, '--out-dir', out, *TINY]
+    assert _run(base + ['--num-epochs', '1'], capsys)[0] == 0
+    code, text, _ = _run(base + ['--num-epochs', '2', '--resume'], capsys)
+    assert code == 0
+    assert [e[0] for e in EPOCH_LINE.findall(text)] == ['2']
+    resumed, uninterrupted = _read_metrics(out), _read_metrics(full)
+    for key in ('loss', 'train_acc', 'test_acc', 'test_miou'):
+        np.testing.assert_allclose([float(r[key]) for r in resumed],
+                                   [float(r[key]) for r in uninterrupted], rtol=1e-4)
+    a = nd.load(os.path.join(out, 'last.params'))
+    b = nd.load(os.path.join(full, 'last.params'))
+    for k in a:
+        np.testing.assert_allclose(a[k].asnumpy(), b[k].asnumpy(), rtol=1e-3, atol=1e-5)
+    code, _, err = _run(base + ['--num-epochs', '2', '--resume'], capsys)
+    assert code == 2 and 'larger --num-epochs' in err
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(small_voc_dir, tmp_path, capsys):
+    out = str(tmp_path / 'out')
+    base = ['--data-dir', small_voc_dir, '--out-dir', out, *TINY]
+    assert _run(base + ['--num-epochs', '1'], capsys)[0] == 0
+    before = {f: open(os.path.join(out, f), 'rb').read() for f in os.listdir(out)
+              if f != 'args.json'}
+    code, text, err = _run(base + ['--num-epochs', '3', '--resume', '--lr', '1e30'], capsys)
+    assert code == 2
+    assert err.count('\n') == 1
+    assert re.match(r'error: the loss became (nan|inf|-inf) in epoch 2 \(batch \d+\); '
+                    r'the checkpoint of epoch 1 in .* is kept; try a smaller --lr$', err)
+    assert not EPOCH_LINE.search(text)
+    after = {f: open(os.path.join(out, f), 'rb').read() for f in os.listdir(out)
+             if f != 'args.json'}
+    assert after == before
+    # ... and the kept checkpoint still resumes.
+    code, text, _ = _run(base + ['--num-epochs', '2', '--resume'], capsys)
+    assert code == 0 and [e[0] for e in EPOCH_LINE.findall(text)] == ['2']
+
+
+def test_two_cpu_contexts(small_voc_dir, tmp_path, capsys):
+    """D2L's multi-device path (split_and_load) end to end, on two CPU contexts."""
+    out = str(tmp_path / 'out')
+    code, text, _ = _run(['--data-dir', small_voc_dir, '--out-dir', out,
+                          '--num-epochs', '1', '--cpus', '2', *TINY], capsys)
+    assert code == 0
+    assert re.search(r'examples/sec on \[cpu\(0\), cpu\(1\)\]$', text, re.M)
+    rows = _read_metrics(out)
+    assert len(rows) == 1 and math.isfinite(float(rows[0]['loss']))
+    with open(os.path.join(out, 'args.json')) as f:
+        assert json.load(f)['devices'] == ['cpu(0)', 'cpu(1)']
+
+
+def test_demo_recipe_with_explicit_flags_winning(tmp_path, capsys, monkeypatch):
+    """--demo generates the embedded set, trains from scratch; flags override it."""
+    from d2lfcn import synthetic
+    # A smaller embedded set than the real demo's 300 + 100 images, for speed.
+    monkeypatch.setitem(synthetic.DEMO_VOC_PARAMS, 'num_train', 16)
+    monkeypatch.setitem(synthetic.DEMO_VOC_PARAMS, 'num_val', 4)
+    out = str(tmp_path / 'demo')
+    code, text, _ = _run(['--demo', '--num-epochs', '1', '--crop-size', '64', '64',
+                          '--out-dir', out], capsys)
+    assert code == 0, text
+    with open(os.path.join(out, 'args.json')) as f:
+        args = json.load(f)
+    assert args['no_pretrained_base'] is True
+    assert args['num_epochs'] == 1 and args['crop_size'] == [64, 64]
+    assert (args['lr'], args['momentum'], args['lr_schedule']) == (0.05, 0.9, 'poly')
+    assert 'demo-voc-' in args['voc_dir']
+    assert os.path.isdir(os.path.join(os.environ['D2LFCN_DATA'], os.path.basename(
+        os.path.dirname(os.path.dirname(args['voc_dir'])))))
+    assert len(EPOCH_LINE.findall(text)) == 1
+
+
+def test_help_names_every_flag_and_default(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(['--help'])
+    assert e.value.code == 0
+    text = ' '.join(capsys.readouterr().out.split())
+    for flag in ('--data-dir', '--demo', '--num-epochs', '--batch-size', '--crop-size',
+                 '--lr', '--wd', '--no-pretrained-base', '--backbone-params',
+                 '--boundary', '--gpus', '--cpus', '--num-workers', '--out-dir',
+                 '--resume', '--seed', '--no-hybridize', '--lr-schedule'):
+        assert flag in text
+    for default in ('(default: 5; with --demo:', '(default: 32;', '(default: 320 480;',
+                    '(default: 0.1;', '(default: 0.001;', '(default: ignore)'):
+        assert default in text
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--crop-size', '100', '96'], '--crop-size 100 96'),
+    (['--crop-size', '64'], '--crop-size'),
+    (['--lr', '-1'], '--lr'),
+    (['--num-epochs', '0'], '--num-epochs'),
+    (['--bogus'], '--bogus'),
+    (['--gpus', '0'], '--gpus 0'),
+    (['--data-dir', 'MISSING'], '--data-dir'),
+    (['--resume'], '--resume'),
+    ([], '--data-dir'),   # no VOC2012 and no network: points to --data-dir and --demo
+])
+def test_user_errors_are_one_line_and_write_nothing(argv, message, tmp_path, capsys,
+                                                    monkeypatch):
+    monkeypatch.setenv('D2LFCN_DATA', str(tmp_path / 'data'))
+    monkeypatch.setenv('D2LFCN_VOC_URL', f'http://127.0.0.1:{_closed_port()}/')
+    out = tmp_path / 'out'
+    argv = [str(tmp_path / a) if a == 'MISSING' else a for a in argv]
+    code, _, err = _run(argv + ['--out-dir', str(out)], capsys)
+    assert code == 2
+    assert err.startswith('error: ') and err.count('\n') == 1 and message in err
+    if not argv:
+        assert '--demo' in err
+    assert not out.exists()
+
+
+def test_module_runs_as_a_command(tmp_path):
+    """`python -m d2lfcn.train` works, with MXNet's threads set for this machine."""
+    env = dict(os.environ)
+    env.pop('OMP_NUM_THREADS', None)
+    proc = subprocess.run([sys.executable, '-m', 'd2lfcn.train', '--crop-size', '1', '1'],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith('error: --crop-size 1 1') and proc.stderr.count('\n') == 1
