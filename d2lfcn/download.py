@@ -114,6 +114,7 @@ def download(urls, path, sha1=None, retries=3, timeout=60):
     part = path + '.part'
     errors = []
     for url in urls:
+        sys.stderr.write(f'downloading {url} to {path}\n')
         if not _try_url(url, part, retries, timeout, errors):
             continue
         if sha1 is not None and not check_sha1(part, sha1):

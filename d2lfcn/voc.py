@@ -394,7 +394,13 @@ class VOCSegDataset(gluon.data.Dataset):
 
 
 def get_dataloader_workers():
-    """Return how many worker processes feed a DataLoader on this machine."""
+    """Return how many worker processes feed a DataLoader on this machine.
+
+    Explained in chapters/voc.md.
+    """
+    # Decoding a 500x375 JPEG and cropping takes a few ms, far less than a
+    # training step needs per image; on 2 cores, worker processes only compete
+    # with the network for the CPU (measured: benchmarks/bench_loader.py).
     return 0 if (os.cpu_count() or 1) <= 2 else 4
 
 
@@ -418,7 +424,9 @@ def load_data_voc(batch_size, crop_size, voc_dir=None, boundary='ignore',
 
     Returns (train_iter, test_iter): gluon DataLoaders; train is shuffled with
     random crops, test is in file order with centred crops (identical each pass).
-    Both drop the last incomplete batch, as D2L does.
+    Both drop the last incomplete batch, as D2L does. With num_workers > 0
+    batches arrive in shared memory (cpu_shared); move them with
+    `as_in_context` before feeding a hybridized network.
 
     Explained in chapters/voc.md.
     """
