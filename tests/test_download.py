@@ -143,6 +143,13 @@ def test_partial_file_from_an_earlier_run_is_resumed(voc_server, tmp_path):
     assert srv.requests == [('/mirror/' + voc.VOC_TAR, 'bytes=1000-')]
 
 
+def test_complete_partial_file_is_finished_without_refetching(voc_server, tmp_path):
+    srv, data = voc_server
+    (tmp_path / (voc.VOC_TAR + '.part')).write_bytes(data)  # crashed before the rename
+    _assert_extracted(voc.download_voc2012(str(tmp_path)), srv.members)
+    assert srv.requests == [('/mirror/' + voc.VOC_TAR, f'bytes={len(data)}-')]  # got 416
+
+
 def test_server_ignoring_range_restarts_cleanly(voc_server, tmp_path):
     srv, data = voc_server
     srv.ignore_range = True
