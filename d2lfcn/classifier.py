@@ -1,0 +1,370 @@
+"""Turn resnet18_v2's classifier into a fully convolutional network of class heatmaps.
+
+Explained in chapters/fully-convolutional-classifier.md.
+"""
+import collections
+import os
+import textwrap
+
+import cv2
+import matplotlib.pyplot as plt
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon, init, nd
+from mxnet.gluon import nn
+from mxnet.gluon.model_zoo import vision
+
+from .conv import class_softmax, dense_to_conv1x1
+from .model import backbone_file
+from .voc import VOC_CLASSES, normalize_image, read_voc_images, voc_colormap2label
+from .synthetic import SYNTHETIC_CLASSES
+
+__all__ = ['STANDIN_CLASSES', 'Classifier', 'imagenet_classes',
+           'pretrained_classifier', 'to_fully_convolutional', 'object_patches',
+           'train_standin_classifier', 'get_classifier', 'resize_to_multiple',
+           'class_heatmaps', 'combine_heatmaps', 'plot_heatmaps', 'PRETRAINED_SIZES',
+           'STANDIN_SIZES', 'standin_example', 'heatmap_figure']
+
+# The stand-in's classes: background plus the embedded dataset's objects.
+STANDIN_CLASSES = ['background'] + [VOC_CLASSES[c] for c in SYNTHETIC_CLASSES]
+
+Classifier = collections.namedtuple('Classifier', ['net', 'classes', 'pretrained', 'note'])
+Classifier.__doc__ = """A classifier, its class names, whether its weights are
+ImageNet's, and one line saying where the weights came from."""
+
+
+def imagenet_classes():
+    """Return the 1000 ImageNet class names in the model zoo's order.
+
+    Explained in chapters/fully-convolutional-classifier.md.
+    """
+    from gluoncv.data.imagenet.classification import ImageNet1kAttr
+    return list(ImageNet1kAttr().classes)
+
+
+def pretrained_classifier(ctx=None):
+    """Return resnet18_v2 with ImageNet weights from the model-zoo cache, or None.
+
+    Only the cache ($MXNET_HOME/models) is looked at: nothing is downloaded.
+    Explained in chapters/fully-convolutional-classifier.md.
+    """
+    path = backbone_file()
+    if not os.path.isfile(path):
+        return None
+    net = vision.resnet18_v2()
+    net.load_parameters(path, ctx=ctx or mx.cpu())
+    return net
+
+
+def to_fully_convolutional(classifier):
+    """Return a network computing `classifier`'s class scores at every position.
+
+    The Dense layer becomes a 1x1 convolution with the same weights, and the
+    global average pooling and flatten go; the features are shared, not copied.
+    Maps (N, 3, H, W) to (N, classes, H/32, W/32) for a resnet18_v2.
+    Explained in chapters/fully-convolutional-classifier.md.
+    """
+    net = nn.HybridSequential(prefix='')
+    net.add(*classifier.features[:-2])               # up to (N, 512, H/32, W/32)
+    net.add(dense_to_conv1x1(classifier.output))     # (N, classes, H/32, W/32)
+    return net
+
+
+def _class_ids(label_rgb, colormap2label):
+    """Return the (H, W) int class ids of a VOC colour label (void counts as 0).
+
+    `colormap2label` is `voc_colormap2label()` as a numpy array: D2L's lookup,
+    done in numpy because MXNet gathers from a 16M-entry table slowly.
+    """
+    rgb = label_rgb.asnumpy().astype(np.int64)
+    return colormap2label[(rgb[..., 0] * 256 + rgb[..., 1]) * 256 + rgb[..., 2]].astype(np.int64)
+
+
+def _square_box(mask, margin=0.1):
+    """Return (top, left, side) of a square around the True pixels of `mask`."""
+    ys, xs = np.nonzero(mask)
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    side = (1 + 2 * margin) * max(ys.max() - ys.min(), xs.max() - xs.min()) + 1
+    return int(round(cy - side / 2)), int(round(cx - side / 2)), int(round(side))
+
+
+def _crop_square(img, top, left, side):
+    """Crop a square, padding by edge replication where it leaves the image."""
+    h, w = img.shape[:2]
+    pad = max(0, -top, -left, top + side - h, left + side - w)
+    if pad:
+        img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    return img[top + pad:top + pad + side, left + pad:left + pad + side]
+
+
+def object_patches(voc_dir, is_train=True, size=64, max_images=None, seed=0,
+                   min_pixels=200):
+    """Cut labelled square patches from a segmentation dataset, one per object class.
+
+    Every class with at least `min_pixels` pixels in an image gives the
+    square around them; each image also gives one background-only patch
+    when it has one. Returns (X, y): (N, 3, size, size) float32 normalised
+    with ImageNet statistics, and (N,) indices into STANDIN_CLASSES.
+    Explained in chapters/fully-convolutional-classifier.md.
+    """
+    rng = np.random.default_rng(seed)
+    features, labels = read_voc_images(voc_dir, is_train, max_images=max_images)
+    colormap2label = voc_colormap2label().asnumpy()
+    index = {voc_id: i for i, voc_id in enumerate([0] + list(SYNTHETIC_CLASSES))}
+    patches, targets = [], []
+    for feature, label in zip(features, labels):
+        img = feature.asnumpy()
+        ids = _class_ids(label, colormap2label)
+        for voc_id, count in enumerate(np.bincount(ids.ravel(), minlength=len(VOC_CLASSES))):
+            if voc_id and voc_id in index and count >= min_pixels:
+                patches.append(_crop_square(img, *_square_box(ids == voc_id)))
+                targets.append(index[voc_id])
+        side = min(img.shape[:2]) // 2
+        for _ in range(10):  # a few tries at an object-free window
+            top = rng.integers(0, img.shape[0] - side + 1)
+            left = rng.integers(0, img.shape[1] - side + 1)
+            if (ids[top:top + side, left:left + side] == 0).mean() > 0.97:
+                patches.append(img[top:top + side, left:left + side])
+                targets.append(0)
+                break
+    X = np.stack([normalize_image(cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA))
+                  .asnumpy().transpose(2, 0, 1) for p in patches])  # (N, 3, size, size)
+    return nd.array(X), nd.array(targets)
+
+
+def _accuracy(net, X, y, batch_size=64):
+    correct = 0
+    for i in range(0, X.shape[0], batch_size):
+        pred = net(X[i:i + batch_size]).argmax(axis=1)
+        correct += (pred == y[i:i + batch_size]).sum().asscalar()
+    return correct / X.shape[0]
+
+
+def _refresh_batchnorm(net, X, batch_size, num_batches=30):
+    """Replace BatchNorm's running statistics with those of the final weights."""
+    # Running averages (momentum 0.9) still remember earlier weights after a
+    # short run, and evaluation-mode predictions suffer. MXNet updates them in
+    # the backward pass, so we run forward and backward without any update
+    # step: 0.9 ** 30 leaves 4% of the old statistics.
+    done = 0
+    while done < num_batches:
+        for i in range(0, X.shape[0] - batch_size + 1, batch_size):
+            with autograd.record():
+                out = net(X[i:i + batch_size])
+            out.backward()
+            done += 1
+            if done == num_batches:
+                break
+
+
+def train_standin_classifier(voc_dir, num_epochs=6, size=64, batch_size=32, lr=0.05,
+                             max_images=None, seed=0, bn_batches=30, verbose=True):
+    """Train resnet18_v2 briefly to classify object patches of a segmentation dataset.
+
+    This is the stand-in for ImageNet weights where those are not available:
+    the same architecture, with a Dense layer over STANDIN_CLASSES, trained on
+    `object_patches` of `voc_dir` (the embedded dataset) on the CPU, with SGD
+    whose learning rate decays linearly to 0; BatchNorm's statistics are then
+    re-estimated on `bn_batches` batches. Returns (net, validation patch
+    accuracy).
+    Explained in chapters/fully-convolutional-classifier.md.
+    """
+    mx.random.seed(seed)
+    rng = np.random.default_rng(seed)
+    X, y = object_patches(voc_dir, True, size, max_images, seed)
+    X_val, y_val = object_patches(voc_dir, False, size, max_images, seed)
+    net = vision.resnet18_v2(classes=len(STANDIN_CLASSES))
+    net.initialize(init.Xavier())
+    net.hybridize()
+    trainer = gluon.Trainer(net.collect_params(), 'sgd',
+                            {'learning_rate': lr, 'momentum': 0.9, 'wd': 1e-4})
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    steps_per_epoch = X.shape[0] // batch_size
+    total_steps, step = num_epochs * steps_per_epoch, 0
+    for epoch in range(num_epochs):
+        order = nd.array(rng.permutation(X.shape[0]))
+        total = 0.0
+        for i in range(0, steps_per_epoch * batch_size, batch_size):
+            # Decay linearly to 0: the weights settle at the end, so BatchNorm's
+            # running statistics (which MXNet updates in backward) catch up with
+            # them and evaluation-mode predictions match training-mode ones.
+            trainer.set_learning_rate(lr * (1 - step / total_steps))
+            step += 1
+            idx = order[i:i + batch_size]
+            Xb, yb = X.take(idx), y.take(idx)
+            if rng.random() < 0.5:
+                Xb = Xb.flip(axis=3)  # mirror the whole batch: cheap augmentation
+            with autograd.record():
+                l = loss(net(Xb), yb)
+            l.backward()
+            trainer.step(batch_size)
+            total += l.sum().asscalar()
+        if verbose:
+            print(f'stand-in epoch {epoch + 1}: loss {total / X.shape[0]:.3f}')
+    _refresh_batchnorm(net, X, batch_size, bn_batches)
+    acc = _accuracy(net, X_val, y_val)
+    if verbose:
+        print(f'stand-in: {X.shape[0]} training patches, validation patch '
+              f'accuracy {acc:.3f}')
+    return net, acc
+
+
+def get_classifier(voc_dir=None, ctx=None, **standin_kwargs):
+    """Return the pretrained ImageNet resnet18_v2 if cached, else a stand-in.
+
+    Parameters
+    ----------
+    voc_dir : str, optional
+        Dataset the stand-in trains on (default: the embedded demo dataset).
+    ctx : Context, optional
+        Where the pretrained weights are loaded (the stand-in trains on the CPU).
+    **standin_kwargs
+        Passed to `train_standin_classifier` (num_epochs, max_images, ...).
+
+    Returns a `Classifier(net, classes, pretrained, note)`; `note` says in
+    one line which weights are used. Explained in
+    chapters/fully-convolutional-classifier.md.
+    """
+    net = pretrained_classifier(ctx)
+    if net is not None:
+        return Classifier(net, imagenet_classes(), True,
+                          f'pretrained ImageNet weights from {backbone_file()}')
+    if voc_dir is None:
+        from .synthetic import demo_voc_dir
+        voc_dir = demo_voc_dir()
+    net, acc = train_standin_classifier(voc_dir, **standin_kwargs)
+    note = (f'STAND-IN: no pretrained weights at {backbone_file()}, so this '
+            f'resnet18_v2 was trained briefly on object patches of the embedded '
+            f'dataset ({len(STANDIN_CLASSES)} classes, validation accuracy {acc:.2f})')
+    return Classifier(net, list(STANDIN_CLASSES), False, note)
+
+
+def resize_to_multiple(img, short_side, multiple=32):
+    """Resize an (H, W, 3) image so its shorter side is about `short_side`, sides multiples of 32.
+
+    Explained in chapters/fully-convolutional-classifier.md.
+    """
+    h, w = img.shape[:2]
+    scale = short_side / min(h, w)
+    new_h = max(multiple, int(round(h * scale / multiple)) * multiple)
+    new_w = max(multiple, int(round(w * scale / multiple)) * multiple)
+    return cv2.resize(np.asarray(img), (new_w, new_h), interpolation=cv2.INTER_AREA)
+
+
+def class_heatmaps(fcn, img, sizes, ctx=None):
+    """Return one (C, h, w) map of class probabilities per input size.
+
+    `img` is an (H, W, 3) RGB uint8 image; for each entry of `sizes` it is
+    resized with `resize_to_multiple`, so each heatmap cell covers a 32 x 32
+    block of the resized image. Explained in
+    chapters/fully-convolutional-classifier.md.
+    """
+    ctx = ctx or mx.cpu()
+    maps = []
+    for short_side in sizes:
+        x = normalize_image(resize_to_multiple(img, short_side))  # (h*32, w*32, 3)
+        X = x.transpose((2, 0, 1)).expand_dims(0).as_in_context(ctx)  # (1, 3, 32h, 32w)
+        maps.append(class_softmax(fcn(X))[0])      # (C, h, w), sums to 1 over C
+    return maps
+
+
+def combine_heatmaps(maps, how='arithmetic', size=None):
+    """Combine class-probability maps of several sizes into one (C, h, w) map.
+
+    Each map is resized bilinearly (pixel centres aligned) to `size` (default:
+    the largest map's). 'arithmetic' averages the probabilities; 'geometric'
+    averages their logarithms and renormalises over classes, so a class must
+    be likely at every size to stay likely.
+    Explained in chapters/fully-convolutional-classifier.md.
+    """
+    if size is None:
+        size = max((m.shape[1:] for m in maps), key=lambda s: s[0] * s[1])
+    resized = [nd.contrib.BilinearResize2D(m.expand_dims(0), height=size[0], width=size[1],
+                                           align_corners=False)[0]
+               for m in maps]                          # each (C, h, w)
+    stacked = nd.stack(*resized)                       # (sizes, C, h, w)
+    if how == 'arithmetic':
+        return stacked.mean(axis=0)
+    if how == 'geometric':
+        log_mean = nd.log(nd.maximum(stacked, 1e-12)).mean(axis=0)  # (C, h, w)
+        return class_softmax(log_mean.expand_dims(0))[0]  # exp, renormalised over C
+    raise ValueError(f"how must be 'arithmetic' or 'geometric', not {how!r}")
+
+
+def plot_heatmaps(img, maps, sizes, classes, class_ids, combined=None, title=None):
+    """Draw each class's heatmaps over the image: one row per class, one column per map.
+
+    `combined` is an optional dict {name: (C, h, w) map}, such as the
+    arithmetic and geometric combinations. Returns the Figure.
+    Explained in chapters/fully-convolutional-classifier.md.
+    """
+    columns = [(f'{s} px, {m.shape[1]}x{m.shape[2]} cells', m) for s, m in zip(sizes, maps)]
+    columns += list((combined or {}).items())
+    img = np.asarray(img)
+    h, w = img.shape[:2]
+    fig, axes = plt.subplots(len(class_ids), len(columns) + 1, squeeze=False,
+                             figsize=(2.3 * (len(columns) + 1), 2.3 * len(class_ids) * h / w + 0.6))
+    for r, c in enumerate(class_ids):
+        axes[r, 0].imshow(img)
+        axes[r, 0].set_ylabel(classes[c], fontsize=10)
+        for k, (name, m) in enumerate(columns):
+            ax = axes[r, k + 1]
+            ax.imshow(img)
+            heat = m[c].asnumpy() if isinstance(m, nd.NDArray) else np.asarray(m[c])
+            # extent stretches the map over the image: each cell over its block.
+            ax.imshow(heat, cmap='jet', alpha=0.55, vmin=0, vmax=1,
+                      extent=(0, w, h, 0), interpolation='nearest')
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_title('image', fontsize=9)
+    if title:
+        fig.suptitle(textwrap.fill(title, 24 * (len(columns) + 1)), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# Input sizes (shorter side, pixels) of the heatmap demos: ImageNet's
+# classifier saw 224-pixel images; the stand-in saw 64-pixel object patches.
+PRETRAINED_SIZES = (224, 320, 448)
+STANDIN_SIZES = (96, 160, 224)
+
+
+def standin_example(voc_dir, is_train=False, min_classes=2):
+    """Return (image, names of the classes in it) of the first example with several objects.
+
+    Explained in chapters/fully-convolutional-classifier.md.
+    """
+    features, labels = read_voc_images(voc_dir, is_train, max_images=50)
+    colormap2label = voc_colormap2label().asnumpy()
+    best = None
+    for feature, label in zip(features, labels):
+        names = [VOC_CLASSES[c] for c in np.unique(_class_ids(label, colormap2label))]
+        if best is None or len(names) > len(best[1]):
+            best = (feature.asnumpy(), names)
+        if len(names) > min_classes:  # background and min_classes objects
+            break
+    return best
+
+
+def heatmap_figure(classifier, img, sizes, class_names=None, top=3):
+    """Compute heatmaps of `img` at `sizes`, combine them, and plot the chosen classes.
+
+    `class_names` are names from `classifier.classes`; by default the `top`
+    classes of the arithmetic combination, averaged over the image. Returns
+    the Figure.
+    Explained in chapters/fully-convolutional-classifier.md.
+    """
+    fcn = to_fully_convolutional(classifier.net)
+    maps = class_heatmaps(fcn, img, sizes)
+    combined = {'arithmetic mean': combine_heatmaps(maps, 'arithmetic'),
+                'geometric mean': combine_heatmaps(maps, 'geometric')}
+    if class_names is None:
+        overall = combined['arithmetic mean'].mean(axis=(1, 2)).asnumpy()  # (C,)
+        class_ids = list(np.argsort(-overall)[:top])
+    else:
+        class_ids = [classifier.classes.index(name) for name in class_names]
+    return plot_heatmaps(img, maps, sizes, classifier.classes, class_ids, combined,
+                         title=classifier.note)
