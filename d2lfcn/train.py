@@ -4,16 +4,17 @@ Explained in chapters/fcn.md.
 """
 import argparse
 import collections
+import contextlib
 import csv
 import hashlib
-import io
 import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
-
 import warnings
 
 import mxnet as mx
@@ -52,8 +53,11 @@ class SegmentationLoss(gluon.loss.Loss):
         # D2L decodes void as background (class 0) and trains on it; d2lfcn
         # leaves void pixels out of the loss (boundary='background' restores D2L).
         valid = label != self._ignore_label                # (batch, H, W)
-        logp = F.log_softmax(pred, axis=1)                 # (batch, C, H, W)
-        nll = -F.pick(logp, label * valid, axis=1) * valid  # (batch, H, W)
+        # MXNet's CPU softmax over the middle axis of (batch, C, H, W) is
+        # single-threaded and strided; after a transpose it runs twice as fast.
+        pred = F.transpose(pred, axes=(0, 2, 3, 1))        # (batch, H, W, C)
+        logp = F.log_softmax(pred, axis=-1)                # (batch, H, W, C)
+        nll = -F.pick(logp, label * valid, axis=-1) * valid  # (batch, H, W)
         count = F.sum(valid, axis=0, exclude=True)         # (batch,)
         return F.sum(nll, axis=0, exclude=True) / F.maximum(count, 1)
 
@@ -460,6 +464,22 @@ def _read_state(out_dir):
     return state
 
 
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold Ctrl-C until the block ends, so a checkpoint is never saved in part."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def _save_checkpoint(out_dir, net, trainer, state, is_best):
     """Write parameters, trainer states and, last, state.json that names them.
 
@@ -586,10 +606,11 @@ def main(argv=None):
         is_best = record['test_miou'] > best['miou']  # False for NaN
         if is_best:
             best.update(miou=record['test_miou'], epoch=record['epoch'])
-        _save_checkpoint(out_dir, net, trainer, dict(
-            epoch=record['epoch'], history=history, best_miou=best['miou'],
-            best_epoch=best['epoch'], baseline=base), is_best)
-        _write_metrics(os.path.join(out_dir, FILES['metrics']), history)
+        with _interrupts_deferred():
+            _save_checkpoint(out_dir, net, trainer, dict(
+                epoch=record['epoch'], history=history, best_miou=best['miou'],
+                best_epoch=best['epoch'], baseline=base), is_best)
+            _write_metrics(os.path.join(out_dir, FILES['metrics']), history)
         _save_figure(plot_training_curves(history), os.path.join(out_dir, FILES['curves']))
 
     start = state['epoch'] if state else 0

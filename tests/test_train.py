@@ -386,3 +386,36 @@ def test_module_runs_as_a_command(tmp_path):
                           timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith('error: --crop-size 1 1') and proc.stderr.count('\n') == 1
+
+
+def test_ctrl_c_while_saving_completes_the_checkpoint(small_voc_dir, tmp_path, capsys,
+                                                      monkeypatch):
+    """Ctrl-C during a save takes effect after it: the run stays resumable."""
+    import signal
+    from d2lfcn import train
+    real_sha1, calls = train._sha1, []
+
+    def sha1_then_interrupt(path):
+        calls.append(path)
+        if len(calls) == 1:  # between writing last.params and state.json
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_sha1(path)
+
+    monkeypatch.setattr(train, '_sha1', sha1_then_interrupt)
+    out = str(tmp_path / 'out')
+    base = ['--data-dir', small_voc_dir, '--out-dir', out, *TINY]
+    code, _, err = _run(base + ['--num-epochs', '2'], capsys)
+    assert (code, err) == (130, 'interrupted\n')
+    assert [r['epoch'] for r in _read_metrics(out)] == ['1']
+    monkeypatch.setattr(train, '_sha1', real_sha1)
+    code, text, _ = _run(base + ['--num-epochs', '2', '--resume'], capsys)
+    assert code == 0 and [e[0] for e in EPOCH_LINE.findall(text)] == ['2']
+
+
+def test_resume_detects_a_checkpoint_from_another_epoch(small_voc_dir, tmp_path, capsys):
+    out = tmp_path / 'out'
+    base = ['--data-dir', small_voc_dir, '--out-dir', str(out), *TINY]
+    assert _run(base + ['--num-epochs', '1'], capsys)[0] == 0
+    (out / 'last.params').write_bytes((out / 'best.params').read_bytes() + b'x')
+    code, _, err = _run(base + ['--num-epochs', '2', '--resume'], capsys)
+    assert code == 2 and err.count('\n') == 1 and 'last.params' in err
