@@ -22,8 +22,8 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from .metrics import SegmentationMetric, confusion_matrix, segmentation_scores
-from .utils import (Accumulator, Timer, UserError, atomic_path, run_cli,
-                    try_all_gpus)
+from .utils import (Accumulator, Timer, UserError, atomic_path, default_data_dir,
+                    run_cli, try_all_gpus)
 
 __all__ = ['SegmentationLoss', 'split_batch', 'pixel_accuracy', 'train_batch',
            'evaluate_segmentation', 'background_baseline', 'set_epoch_seed',
@@ -402,10 +402,11 @@ def _voc_dir(args):
     if args.demo:
         return synthetic.demo_voc_dir()
     try:
-        return voc.download_voc2012()
-    except (UserError, OSError) as e:
-        raise UserError(f'cannot get VOC2012 ({e}); pass --data-dir PATH to an '
-                        'existing VOCdevkit/VOC2012, or try --demo') from None
+        return voc.download_voc2012()  # its errors point to --data-dir and --demo
+    except OSError as e:
+        raise UserError(f'cannot get VOC2012 into {default_data_dir()} ({e}); pass '
+                        '--data-dir PATH to an existing VOCdevkit/VOC2012, or try '
+                        '--demo') from None
 
 
 def _load_data(args, voc_dir):
