@@ -1,6 +1,6 @@
 """Read Pascal VOC2012 segmentation data: constants, labels, crops and loaders.
 
-Explained in chapters/voc.md.
+Explained in chapters/semantic-segmentation-and-dataset.md.
 """
 import os
 import random
@@ -18,7 +18,7 @@ __all__ = ['VOC_CLASSES', 'VOC_COLORMAP', 'VOC_VOID_COLOR', 'IGNORE_LABEL',
            'download_voc2012', 'find_voc_dir', 'read_voc_images', 'read_voc_label',
            'voc_colormap2label', 'voc_label_indices', 'voc_rand_crop',
            'normalize_image', 'VOCSegDataset', 'get_dataloader_workers',
-           'load_data_voc']
+           'load_data_voc', 'RandomCropSampler']
 
 VOC_CLASSES = ['background', 'aeroplane', 'bicycle', 'bird', 'boat',
                'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
@@ -48,7 +48,7 @@ _VOC_BASE_URLS = ('http://d2l-data.s3-accelerate.amazonaws.com/',
 def voc_palette():
     """Return VOC's 256-entry palette as a (256, 3) uint8 array.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     # The devkit's colour map: the bits of the class id, spread over R, G, B.
     palette = np.zeros((256, 3), dtype=np.uint8)
@@ -84,7 +84,7 @@ def download_voc2012(data_dir=None):
     interrupted download, is checked against `VOC_SHA1`, and is extracted
     safely and atomically.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     data_dir = default_data_dir() if data_dir is None else os.fspath(data_dir)
     voc_dir = os.path.join(data_dir, 'VOCdevkit', 'VOC2012')
@@ -97,7 +97,7 @@ def download_voc2012(data_dir=None):
 def find_voc_dir(path):
     """Return the VOC2012 folder at `path`, or below it in VOCdevkit/VOC2012.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     path = os.fspath(path)
     for cand in (path, os.path.join(path, 'VOC2012'),
@@ -164,7 +164,7 @@ def read_voc_label(fname):
     VOC's PNGs are palette images whose pixel values are the class ids, so we
     read them directly (exact, fast); RGB colour labels are decoded by colour.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     try:
         with Image.open(fname) as im:
@@ -235,7 +235,7 @@ def read_voc_images(voc_dir, is_train=True, max_images=None):
     RGB colour images (palette colours), as `mx.image.imread` gives in D2L.
     `max_images` reads only the first few (handy for showing examples).
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     voc_dir = find_voc_dir(voc_dir)
     names, split = _split_names(voc_dir, is_train)
@@ -253,7 +253,7 @@ def read_voc_images(voc_dir, is_train=True, max_images=None):
 def voc_colormap2label():
     """Build the lookup from an RGB colour code to its VOC class id (as D2L).
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     colormap2label = nd.zeros(256 ** 3)
     for i, colormap in enumerate(VOC_COLORMAP):
@@ -266,7 +266,7 @@ def voc_label_indices(colormap, colormap2label):
 
     Any colour outside VOC_COLORMAP, including the void colour, becomes 0.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     colormap = colormap.astype('int32')
     idx = ((colormap[:, :, 0] * 256 + colormap[:, :, 1]) * 256
@@ -274,17 +274,40 @@ def voc_label_indices(colormap, colormap2label):
     return colormap2label[idx]
 
 
-def _crop_origin(height, width, crop_h, crop_w, rand):
+def _crop_origin(height, width, crop_h, crop_w, rand, rng=random):
     """Return the top-left corner of a random (rand=True) or centred crop."""
     if rand:
-        return random.randint(0, height - crop_h), random.randint(0, width - crop_w)
+        return rng.randint(0, height - crop_h), rng.randint(0, width - crop_w)
     return (height - crop_h) // 2, (width - crop_w) // 2
+
+
+class RandomCropSampler(gluon.data.Sampler):
+    """Shuffle example indices and draw each example's crop seed, in this process.
+
+    Yields (index, seed) pairs for `VOCSegDataset`. DataLoader worker processes
+    are forked with identical random states, so crops drawn inside them repeat
+    across workers and ignore the seeds the training loop sets; drawing the
+    seeds here makes crops depend only on NumPy's state in the main process.
+
+    Explained in chapters/semantic-segmentation-and-dataset.md.
+    """
+
+    def __init__(self, length):
+        self._length = length
+
+    def __iter__(self):
+        order = np.random.permutation(self._length)
+        seeds = np.random.randint(0, 2 ** 31 - 1, size=self._length)
+        return iter(zip(order.tolist(), seeds.tolist()))
+
+    def __len__(self):
+        return self._length
 
 
 def voc_rand_crop(feature, label, height, width):
     """Randomly crop both feature and label images to the same height x width window.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     h, w = feature.shape[:2]
     if h < height or w < width:
@@ -297,7 +320,7 @@ def voc_rand_crop(feature, label, height, width):
 def normalize_image(img):
     """Scale an (H, W, 3) RGB uint8 image to [0, 1] and standardise with ImageNet stats.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     if isinstance(img, nd.NDArray):
         img = img.asnumpy()
@@ -342,7 +365,7 @@ class VOCSegDataset(gluon.data.Dataset):
     Items are (feature, label): a (3, h, w) float32 NDArray normalised with
     ImageNet mean/std and an (h, w) float32 NDArray of class ids.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
 
     def __init__(self, is_train, crop_size, voc_dir, boundary='ignore',
@@ -379,9 +402,14 @@ class VOCSegDataset(gluon.data.Dataset):
         return [e for e in examples if e[2] >= crop_h and e[3] >= crop_w]
 
     def __getitem__(self, idx):
+        # idx is an index, or (index, crop seed) from RandomCropSampler.
+        rng = random
+        if isinstance(idx, tuple):
+            idx, seed = idx
+            rng = random.Random(seed)
         jpg, png, height, width = self.examples[idx]
         crop_h, crop_w = self.crop_size
-        y, x = _crop_origin(height, width, crop_h, crop_w, rand=self.is_train)
+        y, x = _crop_origin(height, width, crop_h, crop_w, self.is_train, rng)
         bgr = _read_bgr(jpg)[y:y + crop_h, x:x + crop_w]         # (h, w, 3)
         label = read_voc_label(png)[y:y + crop_h, x:x + crop_w]  # (h, w)
         if self.boundary == 'background':
@@ -396,7 +424,7 @@ class VOCSegDataset(gluon.data.Dataset):
 def get_dataloader_workers():
     """Return how many worker processes feed a DataLoader on this machine.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     # Decoding a 500x375 JPEG and cropping takes a few ms, far less than a
     # training step needs per image; on 2 cores, worker processes only compete
@@ -424,20 +452,22 @@ def load_data_voc(batch_size, crop_size, voc_dir=None, boundary='ignore',
 
     Returns (train_iter, test_iter): gluon DataLoaders; train is shuffled with
     random crops, test is in file order with centred crops (identical each pass).
-    Both drop the last incomplete batch, as D2L does. With num_workers > 0
+    Train drops the last incomplete batch, as D2L does; test keeps it. With num_workers > 0
     batches arrive in shared memory (cpu_shared); move them with
     `as_in_context` before feeding a hybridized network.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     if voc_dir is None:
         voc_dir = download_voc2012(default_data_dir())
     if num_workers is None:
         num_workers = get_dataloader_workers()
+    train_set = VOCSegDataset(True, crop_size, voc_dir, boundary, num_parts, part_index)
     train_iter = gluon.data.DataLoader(
-        VOCSegDataset(True, crop_size, voc_dir, boundary, num_parts, part_index),
-        batch_size, shuffle=True, last_batch='discard', num_workers=num_workers)
+        train_set, batch_size, sampler=RandomCropSampler(len(train_set)),
+        last_batch='discard', num_workers=num_workers)
+    # D2L drops the last partial test batch; we evaluate every validation image.
     test_iter = gluon.data.DataLoader(
         VOCSegDataset(False, crop_size, voc_dir, boundary), batch_size,
-        last_batch='discard', num_workers=num_workers)
+        last_batch='keep', num_workers=num_workers)
     return train_iter, test_iter

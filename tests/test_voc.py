@@ -223,7 +223,9 @@ def test_load_data_voc_batches_and_deterministic_eval(small_voc_dir):
         assert values <= set(range(21)) | {255}
     first = [(X.asnumpy(), Y.asnumpy()) for X, Y in test_iter]
     second = [(X.asnumpy(), Y.asnumpy()) for X, Y in test_iter]
-    assert len(first) == n_val // 4
+    # Every validation image is evaluated: the last partial batch is kept.
+    assert len(first) == -(-n_val // 4)
+    assert sum(len(b) for _, b in first) == n_val
     for (a, b), (c, d) in zip(first, second):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, d)
@@ -233,6 +235,22 @@ def test_load_data_voc_with_worker_processes(small_voc_dir):
     train_iter, _ = voc.load_data_voc(4, CROP, small_voc_dir, num_workers=1)
     X, Y = next(iter(train_iter))
     assert X.shape == (4, 3) + CROP and Y.shape == (4,) + CROP
+
+
+def _epoch(train_iter, seed):
+    np.random.seed(seed)
+    return [(X.asnumpy(), Y.asnumpy()) for X, Y in train_iter]
+
+
+def test_random_crops_follow_the_main_process_seed_even_with_workers(small_voc_dir):
+    # Forked workers share one random state; crops must not depend on it.
+    plain, _ = voc.load_data_voc(2, CROP, small_voc_dir, num_workers=0)
+    forked, _ = voc.load_data_voc(2, CROP, small_voc_dir, num_workers=2)
+    a, b, c = _epoch(plain, 7), _epoch(forked, 7), _epoch(plain, 8)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert any(not np.array_equal(xa, xc) for (xa, _), (xc, _) in zip(a, c))
 
 
 def test_load_data_voc_default_dir_needs_no_network(small_voc_dir, tmp_path, monkeypatch):
