@@ -1,6 +1,6 @@
 """Download files resumably with a checksum, and extract tar archives safely.
 
-Explained in chapters/voc.md.
+Explained in chapters/semantic-segmentation-and-dataset.md.
 """
 import hashlib
 import http.client
@@ -105,7 +105,7 @@ def download(urls, path, sha1=None, retries=3, timeout=60):
     A sha1 mismatch deletes the file and raises `UserError`, as does a network
     failure on every URL (the `.part` file is kept for the next try).
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
     if os.path.exists(path) and (sha1 is None or check_sha1(path, sha1)):
@@ -166,7 +166,7 @@ def safe_extract(tar_path, target, member_root=None):
     temporary folder next to `target`, which is renamed into place only when
     complete, so an interrupted extraction never leaves a `target` behind.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     target = os.path.abspath(target)
     parent = os.path.dirname(target)

@@ -1,6 +1,6 @@
 """Generate a small VOC-layout segmentation dataset that can be learned offline.
 
-Explained in chapters/voc.md.
+Explained in chapters/semantic-segmentation-and-dataset.md.
 """
 import hashlib
 import json
@@ -187,7 +187,7 @@ def make_synthetic_voc(root, num_train=300, num_val=100, min_size=96, max_size=2
     A complete existing set made with the same parameters is reused as is;
     the set is built in a temporary folder and renamed into place when done.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     classes = list(SYNTHETIC_CLASSES if classes is None else classes)
     unknown = [c for c in classes if c not in _STYLES]
@@ -237,7 +237,7 @@ def demo_voc_dir(data_dir=None):
     It lives in `data_dir` (default: `default_data_dir()`) under a name that
     changes with DEMO_VOC_PARAMS, so a stale set is never reused.
 
-    Explained in chapters/voc.md.
+    Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     data_dir = default_data_dir() if data_dir is None else os.fspath(data_dir)
     key = json.dumps(dict(DEMO_VOC_PARAMS, version=_VERSION), sort_keys=True)
