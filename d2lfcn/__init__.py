@@ -26,3 +26,5 @@ from .metrics import *    # noqa: E402,F401,F403
 from .predict import *    # noqa: E402,F401,F403
 from .figures import *    # noqa: E402,F401,F403
 from .train import *      # noqa: E402,F401,F403
+from .diagrams import *    # noqa: E402,F401,F403
+from .classifier import *  # noqa: E402,F401,F403

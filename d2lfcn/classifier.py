@@ -333,17 +333,20 @@ STANDIN_SIZES = (96, 160, 224)
 
 
 def standin_example(voc_dir, is_train=False, min_classes=2):
-    """Return (image, names of the classes in it) of the first example with several objects.
+    """Return (image, label, class names) of the first example with several objects.
 
-    Explained in chapters/fully-convolutional-classifier.md.
+    The label holds VOC class ids, void counted as background; the names are
+    those of the classes in it. Explained in
+    chapters/fully-convolutional-classifier.md.
     """
     features, labels = read_voc_images(voc_dir, is_train, max_images=50)
     colormap2label = voc_colormap2label().asnumpy()
     best = None
     for feature, label in zip(features, labels):
-        names = [VOC_CLASSES[c] for c in np.unique(_class_ids(label, colormap2label))]
-        if best is None or len(names) > len(best[1]):
-            best = (feature.asnumpy(), names)
+        ids = _class_ids(label, colormap2label)               # (H, W)
+        names = [VOC_CLASSES[c] for c in np.unique(ids)]
+        if best is None or len(names) > len(best[2]):
+            best = (feature.asnumpy(), ids, names)
         if len(names) > min_classes:  # background and min_classes objects
             break
     return best

@@ -455,7 +455,7 @@ def _classifier_figure(voc_dir, fast):
     print(model.note)
     if model.pretrained:
         return clf.heatmap_figure(model, sample_photo(), clf.PRETRAINED_SIZES)
-    img, names = clf.standin_example(voc_dir)
+    img, _, names = clf.standin_example(voc_dir)
     return clf.heatmap_figure(model, img, clf.STANDIN_SIZES, names)
 
 
