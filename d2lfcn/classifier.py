@@ -18,6 +18,7 @@ from .conv import class_softmax, dense_to_conv1x1
 from .model import backbone_file
 from .voc import VOC_CLASSES, normalize_image, read_voc_images, voc_colormap2label
 from .synthetic import SYNTHETIC_CLASSES
+from .utils import UserError
 
 __all__ = ['STANDIN_CLASSES', 'Classifier', 'imagenet_classes',
            'pretrained_classifier', 'to_fully_convolutional', 'object_patches',
@@ -127,6 +128,9 @@ def object_patches(voc_dir, is_train=True, size=64, max_images=None, seed=0,
                 patches.append(img[top:top + side, left:left + side])
                 targets.append(0)
                 break
+    if not patches:
+        raise UserError(f'{voc_dir}: no object or background patches in the '
+                        f'{"train" if is_train else "val"} split to train a classifier on')
     X = np.stack([normalize_image(cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA))
                   .asnumpy().transpose(2, 0, 1) for p in patches])  # (N, 3, size, size)
     return nd.array(X), nd.array(targets)
@@ -145,12 +149,16 @@ def _refresh_batchnorm(net, X, batch_size, num_batches=30):
     # Running averages (momentum 0.9) still remember earlier weights after a
     # short run, and evaluation-mode predictions suffer. MXNet updates them in
     # the backward pass, so we run forward and backward without any update
-    # step: 0.9 ** 30 leaves 4% of the old statistics.
+    # step: 0.9 ** 30 leaves 4% of the old statistics. The input needs a
+    # gradient too: resnet v2 starts with a BatchNorm without parameters,
+    # whose backward (and so its statistics' update) is skipped otherwise.
     done = 0
-    while done < num_batches:
+    while 0 < batch_size <= X.shape[0] and done < num_batches:
         for i in range(0, X.shape[0] - batch_size + 1, batch_size):
+            batch = X[i:i + batch_size]
+            batch.attach_grad()
             with autograd.record():
-                out = net(X[i:i + batch_size])
+                out = net(batch)
             out.backward()
             done += 1
             if done == num_batches:
@@ -173,6 +181,7 @@ def train_standin_classifier(voc_dir, num_epochs=6, size=64, batch_size=32, lr=0
     rng = np.random.default_rng(seed)
     X, y = object_patches(voc_dir, True, size, max_images, seed)
     X_val, y_val = object_patches(voc_dir, False, size, max_images, seed)
+    batch_size = min(batch_size, X.shape[0])  # a tiny dataset is one batch
     net = vision.resnet18_v2(classes=len(STANDIN_CLASSES))
     net.initialize(init.Xavier())
     net.hybridize()
