@@ -290,7 +290,12 @@ def _parser():
         prog='python -m d2lfcn.train',
         description="Train D2L's FCN (ResNet-18 v2 backbone) for semantic "
                     'segmentation on Pascal VOC2012, or on the embedded demo '
-                    'dataset with --demo. Defaults are the book\'s recipe.')
+                    'dataset with --demo. Defaults are the book\'s recipe.',
+        epilog='The out dir receives args.json (the resolved flags), last.params '
+               'and last.states (the latest epoch), best.params (best test mIoU), '
+               'state.json (what --resume reads), metrics.csv, curves.png and '
+               'predictions.png. Unless OMP_NUM_THREADS is set, it is set to the '
+               'number of cores (MXNet would use half of them).')
     a = p.add_argument
     a('--data-dir', metavar='PATH',
       help='the VOC2012 folder, or a folder holding VOCdevkit/VOC2012 '

@@ -262,8 +262,8 @@ def test_resume_repeats_an_uninterrupted_run(two_epoch_run, small_voc_dir, tmp_p
     out = str(tmp_path / 'out')
     base = ['--data-dir', small_voc_dir, '--out-dir', out, *TINY]
     assert _run(base + ['--num-epochs', '1'], capsys)[0] == 0
-    code, text, _ = _run(base + ['--num-epochs', '2', '--resume'], capsys)
-    assert code == 0
+    code, text, err = _run(base + ['--num-epochs', '2', '--resume'], capsys)
+    assert code == 0 and err == ''  # no progress bar in logs
     assert [e[0] for e in EPOCH_LINE.findall(text)] == ['2']
     resumed, uninterrupted = _read_metrics(out), _read_metrics(full)
     for key in ('loss', 'train_acc', 'test_acc', 'test_miou'):
@@ -297,17 +297,31 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(small_voc_dir, tmp_path, c
     assert code == 0 and [e[0] for e in EPOCH_LINE.findall(text)] == ['2']
 
 
-def test_two_cpu_contexts(small_voc_dir, tmp_path, capsys):
-    """D2L's multi-device path (split_and_load) end to end, on two CPU contexts."""
+def test_two_cpu_contexts(small_voc_dir, tmp_path, capsys, monkeypatch):
+    """D2L's multi-device path (split_and_load) end to end, on two CPU contexts.
+
+    The same run also covers --boundary background, --no-hybridize and the
+    progress bar, which shows only on a terminal.
+    """
+    from d2lfcn.voc import VOCSegDataset
+    monkeypatch.setattr(sys.stderr, 'isatty', lambda: True)
     out = str(tmp_path / 'out')
-    code, text, _ = _run(['--data-dir', small_voc_dir, '--out-dir', out,
-                          '--num-epochs', '1', '--cpus', '2', *TINY], capsys)
+    code, text, err = _run(['--data-dir', small_voc_dir, '--out-dir', out,
+                            '--num-epochs', '1', '--cpus', '2', '--boundary', 'background',
+                            '--no-hybridize', *TINY], capsys)
     assert code == 0
     assert re.search(r'examples/sec on \[cpu\(0\), cpu\(1\)\]$', text, re.M)
+    assert 'epoch 1: ' in err and 'batch' in err  # tqdm's bar
     rows = _read_metrics(out)
     assert len(rows) == 1 and math.isfinite(float(rows[0]['loss']))
     with open(os.path.join(out, 'args.json')) as f:
         assert json.load(f)['devices'] == ['cpu(0)', 'cpu(1)']
+    # D2L's boundary: void counts as background, so predicting 0 scores more.
+    labels = np.stack([y.asnumpy() for _, y in
+                       VOCSegDataset(False, (64, 64), small_voc_dir, 'background')])
+    assert (labels != 255).all()
+    acc = re.search(r'baseline: test acc (\d\.\d{3})', text).group(1)
+    assert acc == f'{(labels == 0).mean():.3f}'
 
 
 def test_demo_recipe_with_explicit_flags_winning(tmp_path, capsys, monkeypatch):
