@@ -222,8 +222,8 @@ def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs,
     D2L's train_ch13, plus: evaluation by the FCN paper's scores (test acc is
     pixel accuracy, void excluded), epochs seeded from (seed, epoch) for
     resumable runs, a per-update learning rate `lr_fn(step)`, and
-    `on_epoch_end(record)` for checkpoints. A NaN or
-    infinite loss raises TrainingDiverged. Returns the list of epoch records.
+    `on_epoch_end(record)` for checkpoints. A NaN or infinite loss raises
+    TrainingDiverged. Returns the list of epoch records.
 
     Explained in chapters/fcn.md.
     """
@@ -363,6 +363,8 @@ def _resolve(args):
     if h <= 0 or w <= 0 or h % 32 or w % 32:
         raise UserError(f'--crop-size {h} {w}: height and width must be positive '
                         'multiples of 32 (the FCN downsamples by 32)')
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise UserError(f'--out-dir {args.out_dir}: is a file, not a folder')
     for flag, value, ok in (('--num-epochs', args.num_epochs, args.num_epochs >= 1),
                             ('--batch-size', args.batch_size, args.batch_size >= 1),
                             ('--lr', args.lr, math.isfinite(args.lr) and args.lr > 0),
@@ -588,7 +590,10 @@ def main(argv=None):
         net.hybridize()
 
     # Everything the user can get wrong is checked; now write into out_dir.
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f'--out-dir {out_dir}: cannot create it ({e.strerror})') from None
     if state is None and os.path.exists(os.path.join(out_dir, FILES['state'])):
         os.remove(os.path.join(out_dir, FILES['state']))  # a fresh run replaces it
     _write_json(os.path.join(out_dir, FILES['args']),

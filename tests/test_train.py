@@ -374,18 +374,27 @@ def _closed_port():
     (['--bogus'], '--bogus'),
     (['--gpus', '0'], '--gpus 0'),
     (['--data-dir', 'MISSING'], '--data-dir'),
+    (['--data-dir', 'DATA', '--crop-size', '64', '64', '--batch-size', '64'],
+     '--batch-size 64'),
     (['--resume'], '--resume'),
+    (['--out-dir', 'FILE'], '--out-dir'),
     ([], '--data-dir'),   # no VOC2012 and no network: points to --data-dir and --demo
 ])
 def test_user_errors_are_one_line_and_write_nothing(argv, message, tmp_path, capsys,
-                                                    monkeypatch):
+                                                    monkeypatch, small_voc_dir):
     monkeypatch.setenv('D2LFCN_DATA', str(tmp_path / 'data'))
     monkeypatch.setenv('D2LFCN_VOC_URL', f'http://127.0.0.1:{_closed_port()}/')
+    (tmp_path / 'FILE').write_text('a file where a folder should be')
     out = tmp_path / 'out'
-    argv = [str(tmp_path / a) if a == 'MISSING' else a for a in argv]
-    code, _, err = _run(argv + ['--out-dir', str(out)], capsys)
+    names = {'DATA': small_voc_dir, 'MISSING': str(tmp_path / 'missing'),
+             'FILE': str(tmp_path / 'FILE')}
+    download = not argv
+    argv = [names.get(a, a) for a in argv]
+    if '--out-dir' not in argv:
+        argv += ['--out-dir', str(out)]
+    code, _, err = _run(argv, capsys)
     assert code == 2
-    if not argv:  # the download announces its URL first
+    if download:  # the download announces its URL, then fails
         assert err.startswith('downloading http://127.0.0.1:')
         err = err.split('\n', 1)[1]
         assert '--demo' in err
