@@ -556,7 +556,9 @@ def _note_changed_flags(args, out_dir):
             saved = json.load(f)
     except (OSError, ValueError):
         return
-    for name in _TRAJECTORY:
+    # A decaying schedule spans the whole run, so its length matters too.
+    names = _TRAJECTORY + (['num_epochs'] if args.lr_schedule != 'constant' else [])
+    for name in names:
         if name in saved and saved[name] != getattr(args, name):
             print(f"note: --{name.replace('_', '-')} is {getattr(args, name)} now, "
                   f'{saved[name]} in the run being resumed')

@@ -23,6 +23,9 @@ from d2lfcn.train import (SegmentationLoss, evaluate_segmentation, lr_at, main,
 # Tiny runs: 64x64 crops of the conftest's 12 + 8 image set, batches of 4.
 TINY = ['--no-pretrained-base', '--crop-size', '64', '64', '--batch-size', '4',
         '--num-workers', '0']
+# Momentum and a schedule, so that resuming must restore trainer states and
+# the position in the schedule.
+SCHEDULED = ['--momentum', '0.9', '--lr-schedule', 'poly', '--warmup-epochs', '0.5']
 
 EPOCH_LINE = re.compile(r'^epoch (\d+): loss (\d+\.\d{3}), train acc (\d\.\d{3}), '
                         r'test acc (\d\.\d{3}), test mIoU (\d\.\d{3})$', re.M)
@@ -185,7 +188,8 @@ def two_epoch_run(small_voc_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('run') / 'out')
     capture = _Capture()
     with capture:
-        main(['--data-dir', small_voc_dir, '--out-dir', out, '--num-epochs', '2', *TINY])
+        main(['--data-dir', small_voc_dir, '--out-dir', out, '--num-epochs', '2', *TINY,
+              *SCHEDULED])
     return out, capture.text
 
 
@@ -221,7 +225,8 @@ def test_run_writes_every_file(two_epoch_run, small_voc_dir):
     with open(os.path.join(out, 'args.json')) as f:
         args = json.load(f)
     assert args['num_epochs'] == 2 and args['crop_size'] == [64, 64]
-    assert args['lr'] == 0.1 and args['wd'] == 1e-3   # the book's recipe
+    assert args['lr'] == 0.1 and args['wd'] == 1e-3   # the book's recipe ...
+    assert args['momentum'] == 0.9                     # ... where no flag says otherwise
     assert args['devices'] == ['cpu(0)'] and args['voc_dir'] == small_voc_dir
     with open(os.path.join(out, 'state.json')) as f:
         state = json.load(f)
@@ -257,23 +262,33 @@ def test_saved_model_reproduces_test_acc(two_epoch_run, small_voc_dir):
     assert float(row['test_acc']) == pytest.approx(correct / labelled, abs=1e-6)
 
 
-def test_resume_repeats_an_uninterrupted_run(two_epoch_run, small_voc_dir, tmp_path, capsys):
+def test_resume_repeats_an_uninterrupted_run(two_epoch_run, small_voc_dir, tmp_path, capsys,
+                                            monkeypatch):
+    from d2lfcn import train
     full, _ = two_epoch_run
     out = str(tmp_path / 'out')
-    base = ['--data-dir', small_voc_dir, '--out-dir', out, *TINY]
-    assert _run(base + ['--num-epochs', '1'], capsys)[0] == 0
-    code, text, err = _run(base + ['--num-epochs', '2', '--resume'], capsys)
+    base = ['--data-dir', small_voc_dir, '--out-dir', out, '--num-epochs', '2', *TINY,
+            *SCHEDULED]
+
+    def ctrl_c(*args):  # the user stops the run once epoch 1 is saved
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(train, '_save_figure', ctrl_c)
+        assert _run(base, capsys)[0] == 130
+    assert len(_read_metrics(out)) == 1
+    code, text, err = _run(base + ['--resume'], capsys)
     assert code == 0 and err == ''  # no progress bar in logs
     assert [e[0] for e in EPOCH_LINE.findall(text)] == ['2']
     resumed, uninterrupted = _read_metrics(out), _read_metrics(full)
-    for key in ('loss', 'train_acc', 'test_acc', 'test_miou'):
+    for key in ('loss', 'train_acc', 'test_acc', 'test_miou', 'lr'):
         np.testing.assert_allclose([float(r[key]) for r in resumed],
                                    [float(r[key]) for r in uninterrupted], rtol=1e-4)
     a = nd.load(os.path.join(out, 'last.params'))
     b = nd.load(os.path.join(full, 'last.params'))
     for k in a:
         np.testing.assert_allclose(a[k].asnumpy(), b[k].asnumpy(), rtol=1e-3, atol=1e-5)
-    code, _, err = _run(base + ['--num-epochs', '2', '--resume'], capsys)
+    code, _, err = _run(base + ['--resume'], capsys)
     assert code == 2 and 'larger --num-epochs' in err
 
 
