@@ -29,9 +29,11 @@ __all__ = ['STANDIN_CLASSES', 'Classifier', 'imagenet_classes',
 # The stand-in's classes: background plus the embedded dataset's objects.
 STANDIN_CLASSES = ['background'] + [VOC_CLASSES[c] for c in SYNTHETIC_CLASSES]
 
-Classifier = collections.namedtuple('Classifier', ['net', 'classes', 'pretrained', 'note'])
+Classifier = collections.namedtuple('Classifier',
+                                    ['net', 'classes', 'pretrained', 'note', 'summary'])
 Classifier.__doc__ = """A classifier, its class names, whether its weights are
-ImageNet's, and one line saying where the weights came from."""
+ImageNet's, one line saying where the weights came from, and a shorter
+summary (no file paths) for figure titles."""
 
 
 def imagenet_classes():
@@ -230,14 +232,15 @@ def get_classifier(voc_dir=None, ctx=None, **standin_kwargs):
     **standin_kwargs
         Passed to `train_standin_classifier` (num_epochs, max_images, ...).
 
-    Returns a `Classifier(net, classes, pretrained, note)`; `note` says in
-    one line which weights are used. Explained in
+    Returns a `Classifier(net, classes, pretrained, note, summary)`; `note`
+    says in one line which weights are used. Explained in
     chapters/fully-convolutional-classifier.md.
     """
     net = pretrained_classifier(ctx)
     if net is not None:
         return Classifier(net, imagenet_classes(), True,
-                          f'pretrained ImageNet weights from {backbone_file()}')
+                          f'pretrained ImageNet weights from {backbone_file()}',
+                          'resnet18_v2 with pretrained ImageNet weights')
     if voc_dir is None:
         from .synthetic import demo_voc_dir
         voc_dir = demo_voc_dir()
@@ -245,7 +248,9 @@ def get_classifier(voc_dir=None, ctx=None, **standin_kwargs):
     note = (f'STAND-IN: no pretrained weights at {backbone_file()}, so this '
             f'resnet18_v2 was trained briefly on object patches of the embedded '
             f'dataset ({len(STANDIN_CLASSES)} classes, validation accuracy {acc:.2f})')
-    return Classifier(net, list(STANDIN_CLASSES), False, note)
+    summary = (f'STAND-IN (no pretrained weights): resnet18_v2 trained briefly on object '
+               f'patches of the embedded dataset, validation accuracy {acc:.2f}')
+    return Classifier(net, list(STANDIN_CLASSES), False, note, summary)
 
 
 def resize_to_multiple(img, short_side, multiple=32):
@@ -312,7 +317,7 @@ def plot_heatmaps(img, maps, sizes, classes, class_ids, combined=None, title=Non
     img = np.asarray(img)
     h, w = img.shape[:2]
     fig, axes = plt.subplots(len(class_ids), len(columns) + 1, squeeze=False,
-                             figsize=(2.3 * (len(columns) + 1), 2.3 * len(class_ids) * h / w + 0.6))
+                             figsize=(2 * (len(columns) + 1), 2 * len(class_ids) * h / w + 0.6))
     for r, c in enumerate(class_ids):
         axes[r, 0].imshow(img)
         axes[r, 0].set_ylabel(classes[c], fontsize=10)
@@ -379,4 +384,4 @@ def heatmap_figure(classifier, img, sizes, class_names=None, top=3):
     else:
         class_ids = [classifier.classes.index(name) for name in class_names]
     return plot_heatmaps(img, maps, sizes, classifier.classes, class_ids, combined,
-                         title=classifier.note)
+                         title=classifier.summary)

@@ -278,7 +278,7 @@ def draw_bilinear_upsampling(img=None, scale=2, zoom=(slice(170, 215), slice(175
     out = np.clip(np.round(out), 0, 255).astype(np.uint8)
     zy, zx = zoom
     big = (slice(zy.start * scale, zy.stop * scale), slice(zx.start * scale, zx.stop * scale))
-    fig, axes = plt.subplots(2, 2, figsize=(7, 7.4))
+    fig, axes = plt.subplots(2, 2, figsize=(6, 6.4))
     panels = [(img, f'input {img.shape[0]} x {img.shape[1]}'),
               (out, f'transposed conv, stride {scale}: {out.shape[0]} x {out.shape[1]}'),
               (img[zy, zx], 'input, zoomed'), (out[big], 'output, same region')]
@@ -331,7 +331,7 @@ def draw_voc_samples(voc_dir, num=4, is_train=True):
     features, labels = read_voc_images(voc_dir, is_train, max_images=num)
     features = [f.asnumpy() for f in features]
     labels = [y.asnumpy() for y in labels]
-    fig, axes = plt.subplots(3, len(features), figsize=(2.6 * len(features), 6.4),
+    fig, axes = plt.subplots(3, len(features), figsize=(2.2 * len(features), 5.6),
                              squeeze=False)
     rows = [('image', features), ('label', labels),
             ('overlay', [_blend(f, y) for f, y in zip(features, labels)])]

@@ -161,6 +161,7 @@ def test_stand_in_when_nothing_is_cached(tmp_path, monkeypatch, small_voc_dir):
                              verbose=False)
     assert not got.pretrained
     assert got.note.startswith('STAND-IN') and backbone_file() in got.note
+    assert got.summary.startswith('STAND-IN') and backbone_file() not in got.summary
     assert got.classes == ['background', 'aeroplane', 'bus', 'cat', 'person',
                            'potted plant']
     assert got.net.output.weight.shape == (6, 512)
