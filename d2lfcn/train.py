@@ -14,7 +14,6 @@ import random
 import signal
 import sys
 import threading
-import time
 import warnings
 
 import mxnet as mx

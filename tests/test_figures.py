@@ -94,7 +94,7 @@ def test_prediction_grid_accepts_colour_images():
     assert _pixel(img, fig, fig.axes[2], 0.5, 0.5) == PERSON
 
 
-def test_show_images_is_d2ls(monkeypatch):
+def test_show_images_is_d2ls():
     from matplotlib import pyplot as plt
     imgs = [np.full((8, 8, 3), v, dtype=np.uint8) for v in (0, 128, 255)]
     axes = show_images(imgs + [nd.array(imgs[0])], 2, 2, titles=list('abcd'), scale=1.5)

@@ -15,7 +15,7 @@ import pytest
 from mxnet import autograd, gluon, init, nd
 from PIL import Image
 
-from d2lfcn import UserError, run_cli
+from d2lfcn import run_cli
 from d2lfcn.model import get_fcn
 from d2lfcn.train import (SegmentationLoss, evaluate_segmentation, lr_at, main,
                           pixel_accuracy, set_epoch_seed, split_batch, train_batch)
