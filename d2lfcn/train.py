@@ -98,6 +98,12 @@ def train_batch(net, X, y, loss, trainer, devices, split_f=split_batch):
     Explained in chapters/fcn.md.
     """
     X_shards, y_shards = split_f(X, y, devices)
+    for X_shard in X_shards:
+        # resnet v2 starts with a BatchNorm without parameters; MXNet updates
+        # running statistics in backward, which it skips for that layer unless
+        # the input needs a gradient. Without this, evaluation would use the
+        # initial mean 0 and variance 1 instead of the data's statistics.
+        X_shard.attach_grad()
     with autograd.record():
         pred_shards = [net(X_shard) for X_shard in X_shards]
         ls = [loss(pred_shard, y_shard)

@@ -137,6 +137,21 @@ def test_train_batch_on_two_cpu_contexts_equals_one():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_train_batch_tracks_the_input_batchnorm():
+    """resnet v2's first BatchNorm has no parameters; its statistics must still move."""
+    mx.random.seed(0)
+    net = get_fcn(pretrained_base=False)
+    first = net.features[0]
+    assert isinstance(first, gluon.nn.BatchNorm)
+    X = nd.random.normal(2, 3, shape=(2, 3, 32, 32))
+    y = nd.zeros((2, 32, 32))
+    trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.01})
+    train_batch(net, X, y, SegmentationLoss(), trainer, [mx.cpu()])
+    # Gluon's default momentum 0.9: running = 0.9 * 0 + 0.1 * batch mean.
+    expected = 0.1 * X.asnumpy().mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(first.running_mean.data().asnumpy(), expected, rtol=1e-4)
+
+
 def test_split_batch_handles_odd_and_tiny_batches():
     X, y = nd.zeros((3, 1, 2, 2)), nd.zeros((3, 2, 2))
     xs, ys = split_batch(X, y, [mx.cpu(0), mx.cpu(1)])
