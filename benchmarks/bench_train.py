@@ -1,21 +1,23 @@
 """Measure FCN training speed on this machine against its matmul peak.
 
 Reports, in one run:
-  * the float32 matmul peak (nd.dot and oneDNN FullyConnected on square matrices),
+  * the float32 matmul peak (nd.dot and oneDNN FullyConnected on n x n),
   * training throughput of get_fcn at 320x480 (images/s) and the GFLOP/s it
     achieves, FLOPs counted analytically by walking the network,
-  * the training loop's overhead over a bare forward/backward/step loop on the
-    same network, the two measured alternately so machine noise hits both.
+  * the training loop's overhead (d2lfcn.train.train_batch) over a bare
+    forward/backward/step loop on the same network, the two run alternately
+    so that a neighbour's burst of load hits both.
+
+Every rate is given twice: per wall-clock second (what the targets mean) and
+per CPU-second this process got (robust when other jobs share the cores: a
+loaded machine stretches wall time, not the work done per CPU-second).
 
 `--sweep` reruns itself in subprocesses under several MXNet/OpenMP thread
-settings and prints one table. Thread settings must be in the environment
-before MXnet starts, hence subprocesses.
+settings (they must be in the environment before MXNet starts) and prints
+one table.
 
     /root/v/bin/python benchmarks/bench_train.py              # one setting
     /root/v/bin/python benchmarks/bench_train.py --sweep      # compare settings
-
-Timings on a shared machine are noisy: rerun, and compare ratios measured in
-the same run rather than absolute numbers across runs.
 """
 import argparse
 import json
@@ -28,16 +30,18 @@ import time
 ENV_KEYS = ('OMP_NUM_THREADS', 'MXNET_CPU_WORKER_NTHREADS', 'MXNET_ENGINE_TYPE',
             'OMP_PROC_BIND', 'OMP_PLACES', 'OMP_WAIT_POLICY')
 
-# A setting is a name, the environment it runs under, and extra arguments.
+# A setting: its name, the environment it runs under, extra arguments.
 SWEEP = [
-    ('OMP=2 (base)', {'OMP_NUM_THREADS': '2'}),
-    ('OMP=1', {'OMP_NUM_THREADS': '1'}),
-    ('OMP unset', {'OMP_NUM_THREADS': None}),
+    ('OMP=2 (base)', {'OMP_NUM_THREADS': '2'}, []),
+    ('OMP=1', {'OMP_NUM_THREADS': '1'}, []),
+    ('OMP unset', {}, []),
     ('OMP=2 bind=close', {'OMP_NUM_THREADS': '2', 'OMP_PROC_BIND': 'close',
-                          'OMP_PLACES': 'cores'}),
-    ('OMP=2 wait=passive', {'OMP_NUM_THREADS': '2', 'OMP_WAIT_POLICY': 'passive'}),
-    ('OMP=1 workers=2', {'OMP_NUM_THREADS': '1', 'MXNET_CPU_WORKER_NTHREADS': '2'}),
-    ('OMP=2 NaiveEngine', {'OMP_NUM_THREADS': '2', 'MXNET_ENGINE_TYPE': 'NaiveEngine'}),
+                          'OMP_PLACES': 'cores'}, []),
+    ('OMP=2 wait=passive', {'OMP_NUM_THREADS': '2', 'OMP_WAIT_POLICY': 'passive'}, []),
+    ('OMP=1 workers=2', {'OMP_NUM_THREADS': '1', 'MXNET_CPU_WORKER_NTHREADS': '2'}, []),
+    ('OMP=1 2 CPU devices', {'OMP_NUM_THREADS': '1'}, ['--devices', '2']),
+    ('OMP=2 2 CPU devices', {'OMP_NUM_THREADS': '2'}, ['--devices', '2']),
+    ('OMP=2 NaiveEngine', {'OMP_NUM_THREADS': '2', 'MXNET_ENGINE_TYPE': 'NaiveEngine'}, []),
     ('OMP=2 hybridize plain', {'OMP_NUM_THREADS': '2'}, ['--hybridize', 'plain']),
     ('OMP=2 not hybridized', {'OMP_NUM_THREADS': '2'}, ['--hybridize', 'none']),
 ]
@@ -53,20 +57,33 @@ def parse_args(argv=None):
                    help='input height and width (multiples of 32)')
     p.add_argument('--num-classes', type=int, default=21, help='output classes')
     p.add_argument('--rounds', type=int, default=3,
-                   help='timed rounds; each runs --steps bare steps then --steps loop steps')
+                   help='timed rounds; each runs --steps bare steps, then --steps loop steps')
     p.add_argument('--steps', type=int, default=1, help='steps per loop per round')
-    p.add_argument('--matmul-size', type=int, default=4096, help='n of the n x n matmul')
+    p.add_argument('--matmul-size', type=int, default=3072, help='n of the n x n matmul')
+    p.add_argument('--devices', type=int, default=1,
+                   help='train data-parallel on this many CPU contexts (cpu(0), cpu(1), ...)')
     p.add_argument('--hybridize', choices=['static', 'plain', 'none'], default='static',
                    help='static = hybridize(static_alloc=True, static_shape=True)')
-    p.add_argument('--sweep', action='store_true',
-                   help='run every thread setting in a subprocess and print a table')
-    p.add_argument('--loss', choices=['library', 'channels-last'], default='library',
-                   help="library = d2lfcn.train's loss; channels-last = the same "
-                        'loss computed after a transpose (faster on CPU)')
     p.add_argument('--profile', action='store_true',
                    help='also print the most expensive operators of one loop step')
+    p.add_argument('--sweep', action='store_true',
+                   help='run every thread setting in a subprocess and print a table')
+    p.add_argument('--repeat', type=int, default=1,
+                   help='with --sweep: run the settings round-robin this many times')
     p.add_argument('--json', action='store_true', help='print one JSON line (for --sweep)')
     return p.parse_args(argv)
+
+
+class CpuClock:
+    """Measure wall time and the CPU time of this process (all its threads)."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
 
 
 # ---------------------------------------------------------------- FLOP count
@@ -112,21 +129,22 @@ def count_macs(net, shape):
 
 # ------------------------------------------------------------- matmul peak
 
-def matmul_peak(n, repeats=3):
-    """Return the best GFLOP/s of nd.dot and oneDNN FullyConnected on n x n."""
+def matmul_peak(n, repeats=2):
+    """Return {op: (wall GFLOP/s, GFLOP per CPU-second)} of the best n x n run."""
     from mxnet import nd
     a, b = nd.random.uniform(shape=(n, n)), nd.random.uniform(shape=(n, n))
-    ops = {'dot': lambda: nd.dot(a, b),
-           'fc': lambda: nd.FullyConnected(a, b, num_hidden=n, no_bias=True)}
-    best = {}
+    ops = {'nd.dot': lambda: nd.dot(a, b),
+           'FullyConnected': lambda: nd.FullyConnected(a, b, num_hidden=n, no_bias=True)}
+    flops, best = 2 * n ** 3, {}
     for name, op in ops.items():
         op().wait_to_read()
-        times = []
+        clocks = []
         for _ in range(repeats):
-            tic = time.perf_counter()
-            op().wait_to_read()
-            times.append(time.perf_counter() - tic)
-        best[name] = 2 * n ** 3 / min(times) / 1e9
+            with CpuClock() as clock:
+                op().wait_to_read()
+            clocks.append(clock)
+        best[name] = (flops / min(c.wall for c in clocks) / 1e9,
+                      flops / min(c.cpu for c in clocks) / 1e9)
     return best
 
 
@@ -141,13 +159,14 @@ def masked_loss(pred, label, ignore_label=255):
     return nll.sum(axis=0, exclude=True) / nd.maximum(valid.sum(axis=0, exclude=True), 1)
 
 
-def bare_step(net, loss, trainer, X, y):
-    """One forward/backward/update on data already on the device, nothing else."""
+def bare_step(net, loss, trainer, X_shards, y_shards):
+    """One forward/backward/update on data already on the devices, nothing else."""
     from mxnet import autograd
     with autograd.record():
-        l = loss(net(X), y)
-    l.backward()
-    trainer.step(X.shape[0])
+        ls = [loss(net(X), y) for X, y in zip(X_shards, y_shards)]
+    for l in ls:
+        l.backward()
+    trainer.step(sum(X.shape[0] for X in X_shards))
 
 
 def train_batch(net, X, y, loss, trainer, devices):
@@ -171,60 +190,34 @@ def train_batch(net, X, y, loss, trainer, devices):
     return tuple(nd.add_n(*[s.as_in_context(devices[0]) for s in sums]))
 
 
-def channels_last_loss(pred, label, ignore_label=255):
-    """masked_loss with the softmax over the last axis (after a transpose).
-
-    MXNet's CPU log_softmax over axis 1 of (batch, C, H, W) runs on one thread
-    with strided reads; transposing to (batch, H, W, C) first is 2-3x faster.
-    """
-    from mxnet import nd
-    valid = label != ignore_label                                  # (batch, H, W)
-    logp = nd.log_softmax(nd.transpose(pred, (0, 2, 3, 1)), axis=-1)  # (batch, H, W, C)
-    nll = -nd.pick(logp, label * valid, axis=-1) * valid           # (batch, H, W)
-    return nll.sum(axis=0, exclude=True) / nd.maximum(valid.sum(axis=0, exclude=True), 1)
-
-
-def training_loop_parts(loss_name):
+def training_loop_parts():
     """Return (description, train_batch, loss) of the loop d2lfcn trains with."""
     try:
         from d2lfcn.train import SegmentationLoss, train_batch as library_batch
-        name, batch_fn, loss = 'd2lfcn.train.train_batch', library_batch, SegmentationLoss()
     except ImportError:
-        name, batch_fn = 'benchmark stand-in (d2lfcn.train not available)', train_batch
-        loss = masked_loss
-    if loss_name == 'channels-last':
-        return name + ' + channels_last_loss', batch_fn, channels_last_loss
-    return name + ' + its loss', batch_fn, loss
-
-
-class CpuClock:
-    """Measure wall time and this process's CPU time (how many cores it got)."""
-
-    def __enter__(self):
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall = time.perf_counter() - self.wall
-        self.cpu = time.process_time() - self.cpu
+        return 'benchmark stand-in (d2lfcn.train missing)', train_batch, masked_loss
+    return 'd2lfcn.train.train_batch + SegmentationLoss', library_batch, SegmentationLoss()
 
 
 def profile_step(step, top=12):
     """Print the operators that take the most time in one call of `step`."""
     from mxnet import nd, profiler
-    profiler.set_config(profile_all=True, aggregate_stats=True,
-                        filename=os.devnull)
+    profiler.set_config(profile_all=True, aggregate_stats=True, filename=os.devnull)
     profiler.set_state('run')
     step()
     nd.waitall()
     profiler.set_state('stop')
-    table = profiler.dumps(reset=True, format='json')
-    ops = json.loads(table).get('Time', {}).get('operator', {})
+    ops = json.loads(profiler.dumps(reset=True, format='json'))['Time']['operator']
     total = sum(v['Total'] for v in ops.values())
-    print(f'operators in one loop step ({total / 1e3:.2f} s, summed over threads):')
+    print(f'operators of one loop step, {total / 1e3:.2f} s in all '
+          '(fused oneDNN subgraphs show as comma lists):')
     for name, v in sorted(ops.items(), key=lambda kv: -kv[1]['Total'])[:top]:
         short = name if len(name) < 60 else name[:57] + '...'
         print(f"  {v['Total'] / total:5.1%} {v['Total'] / 1e3:7.3f} s  {short}")
+
+
+def _median(values):
+    return sorted(values)[len(values) // 2]
 
 
 def run(args):
@@ -234,148 +227,182 @@ def run(args):
     from d2lfcn.model import get_fcn
 
     mx.random.seed(0)
-    ctx = mx.cpu()
+    # Several CPU "devices" train data-parallel like several GPUs: MXNet's
+    # engine gives each its own worker thread.
+    devices = [mx.cpu(i) for i in range(args.devices)]
     h, w = args.size
     shape = (args.batch_size, 3, h, w)
     peaks = [matmul_peak(args.matmul_size)]
 
-    net = get_fcn(args.num_classes, pretrained_base=False, ctx=ctx)
+    net = get_fcn(args.num_classes, pretrained_base=False, ctx=devices)
     macs = count_macs(net, (1, 3, h, w))
-    fwd_flops = 2 * sum(macs.values())       # per image
-    train_flops = 3 * fwd_flops              # backward counted as 2x forward
+    train_flops = 3 * 2 * sum(macs.values())  # per image; backward = 2x forward
     if args.hybridize != 'none':
-        net.hybridize(static_alloc=args.hybridize == 'static',
-                      static_shape=args.hybridize == 'static')
+        static = args.hybridize == 'static'
+        net.hybridize(static_alloc=static, static_shape=static)
     trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.1, 'wd': 1e-3})
-    loop_name, batch_fn, loss = training_loop_parts(args.loss)
+    loop_name, batch_fn, loss = training_loop_parts()
 
     # The bare loop's data already lives on the device; the training loop gets
-    # its batch as a DataLoader hands it over (a fresh CPU array each time).
-    X = nd.random.uniform(shape=shape, ctx=ctx)
-    y = nd.random.randint(0, args.num_classes, shape=shape[:1] + shape[2:],
-                          ctx=ctx).astype('float32')
+    # its batch as a DataLoader hands it over (fresh arrays every step).
+    X = nd.random.uniform(shape=shape)
+    y = nd.random.randint(0, args.num_classes, shape=shape[:1] + shape[2:]).astype('float32')
     y[:, :8] = 255  # a void band, so the loss's masking does real work
+    X_shards = gluon.utils.split_and_load(X, devices)
+    y_shards = gluon.utils.split_and_load(y, devices)
 
     def bare():
-        bare_step(net, loss, trainer, X, y)
+        bare_step(net, loss, trainer, X_shards, y_shards)
 
     def loop():
-        return batch_fn(net, X.copy(), y.copy(), loss, trainer, [ctx])
+        return batch_fn(net, X.copy(), y.copy(), loss, trainer, devices)
 
     for fn in (bare, loop):  # warm-up: hybridize, allocate, create oneDNN primitives
         fn()
         nd.waitall()
-    times = {'bare': [], 'loop': []}
-    sums = None
-    # Alternate the two loops so a neighbour's burst of load hits both.
+    clocks, sums = {'bare': [], 'loop': []}, None
     for _ in range(args.rounds):
         for name, fn in (('bare', bare), ('loop', loop)):
             for _ in range(args.steps):
                 with CpuClock() as clock:
                     out = fn()
                     nd.waitall()
-                times[name].append(clock)
+                clocks[name].append(clock)
                 if out is not None:
                     sums = out if sums is None else [a + b for a, b in zip(sums, out)]
-    loss_sum = float(sums[0].asscalar())  # the one synchronisation of the lazy sums
+    loss_sum = float(sums[0].asscalar())  # the lazy sums' one synchronisation
     if args.profile:
         profile_step(loop)
-    peaks.append(matmul_peak(args.matmul_size))
-    peak = {k: max(p[k] for p in peaks) for k in peaks[0]}
-
-    def median(values):
-        return sorted(values)[len(values) // 2]
+    peaks.append(matmul_peak(args.matmul_size))  # before and after: take the best
+    peak = {op: [max(p[op][i] for p in peaks) for i in (0, 1)] for op in peaks[0]}
 
     result = {
         'batch_size': args.batch_size, 'size': [h, w], 'hybridize': args.hybridize,
-        'peak_gflops': peak, 'macs_per_image': macs,
-        'train_gflop_per_image': train_flops / 1e9,
+        'devices': args.devices,
+        'matmul': peak,
+        'peak_wall': max(v[0] for v in peak.values()),
+        'peak_cpu': max(v[1] for v in peak.values()),
+        'macs_per_image': macs, 'train_gflop_per_image': train_flops / 1e9,
         'loop': loop_name, 'loss_finite': math.isfinite(loss_sum),
         'env': {k: os.environ.get(k) for k in ENV_KEYS},
     }
-    for name, clocks in times.items():
-        step_s = median([c.wall for c in clocks])  # medians resist a neighbour's burst
+    for name, cs in clocks.items():
+        step_s = _median([c.wall for c in cs])  # the median resists bursts of load
         result.update({
             f'{name}_step_s': step_s,
             f'{name}_images_per_s': args.batch_size / step_s,
             f'{name}_gflops': train_flops * args.batch_size / step_s / 1e9,
-            f'{name}_cores_used': sum(c.cpu for c in clocks) / sum(c.wall for c in clocks),
+            f'{name}_gflops_cpu': train_flops * args.batch_size / _median([c.cpu for c in cs]) / 1e9,
+            f'{name}_cores_busy': sum(c.cpu for c in cs) / sum(c.wall for c in cs),
         })
     result['loop_overhead'] = result['loop_step_s'] / result['bare_step_s'] - 1
+    result['loop_overhead_cpu'] = result['bare_gflops_cpu'] / result['loop_gflops_cpu'] - 1
     return result
 
 
 def report(r):
-    peak = max(r['peak_gflops'].values())
-    print(f"matmul peak: nd.dot {r['peak_gflops']['dot']:.1f} GFLOP/s, "
-          f"FullyConnected (oneDNN) {r['peak_gflops']['fc']:.1f} GFLOP/s -> peak {peak:.1f}")
+    """Print one setting's results with the ratios the targets ask for."""
+    for op, (wall, cpu) in r['matmul'].items():
+        print(f'matmul peak, {op}: {wall:.1f} GFLOP/s, {cpu:.1f} GFLOP per CPU-second')
     macs = r['macs_per_image']
     print('forward multiply-adds per image: ' + ', '.join(
         f'{k} {v / 1e9:.3f} G' for k, v in sorted(macs.items()) if v))
-    print(f"training FLOPs per image (2 x MACs x 3): {r['train_gflop_per_image']:.1f} GFLOP")
+    print(f"training FLOPs per image (2 x MACs, x3 for backward): "
+          f"{r['train_gflop_per_image']:.1f} GFLOP")
     print(f"batch {r['batch_size']} at {r['size'][0]}x{r['size'][1]}, "
-          f"hybridize={r['hybridize']}")
+          f"{r['devices']} CPU device(s), hybridize={r['hybridize']}, threads: " +
+          ', '.join(f'{k}={v}' for k, v in r['env'].items() if v))
     for name in ('bare', 'loop'):
-        print(f"{name:>4} step {r[name + '_step_s']:.2f} s: "
+        print(f"{name:>4} step {r[name + '_step_s']:6.2f} s: "
               f"{r[name + '_images_per_s']:.3f} images/s "
               f"({1 / r[name + '_images_per_s']:.2f} s/image), "
-              f"{r[name + '_gflops']:.1f} GFLOP/s = {r[name + '_gflops'] / peak:.0%} of peak, "
-              f"{r[name + '_cores_used']:.2f} cores busy")
-    print(f"train loop ({r['loop']}): overhead {r['loop_overhead']:+.1%} over the bare loop")
+              f"{r[name + '_gflops']:.1f} GFLOP/s = {r[name + '_gflops'] / r['peak_wall']:.0%} "
+              f"of peak; per CPU-second {r[name + '_gflops_cpu']:.1f} = "
+              f"{r[name + '_gflops_cpu'] / r['peak_cpu']:.0%}; "
+              f"{r[name + '_cores_busy']:.2f} cores busy")
+    print(f"train loop ({r['loop']}): overhead {r['loop_overhead']:+.1%} wall, "
+          f"{r['loop_overhead_cpu']:+.1%} CPU over the bare loop")
+    threads = min(int(r['env']['OMP_NUM_THREADS'] or os.cpu_count()), os.cpu_count())
+    if r['bare_cores_busy'] < 0.9 * threads:
+        print(f"note: the steps kept {r['bare_cores_busy']:.2f} cores busy of the "
+              f"{threads} they could use: the machine is shared or parts run on "
+              f"one thread; compare ratios within one run")
     if not r['loss_finite']:
         print('warning: the loss became NaN or infinite during the run')
-    threads = int(r['env']['OMP_NUM_THREADS'] or os.cpu_count())
-    if r['bare_cores_used'] < 0.9 * min(threads, os.cpu_count()):
-        print(f"note: the steps kept {r['bare_cores_used']:.2f} cores busy, fewer than the "
-              f"{min(threads, os.cpu_count())} they could use: the machine is shared, "
-              f"compare ratios within one run")
 
 
-def sweep(args, argv):
-    """Run every SWEEP setting in a subprocess; print one comparison table."""
-    rows = []
-    base_argv = [a for a in argv if a != '--sweep']
-    for item in SWEEP:
-        name, env_changes = item[0], item[1]
-        extra = item[2] if len(item) > 2 else []
-        env = dict(os.environ)
-        for k in ENV_KEYS:
-            env.pop(k, None)
-        for k, v in env_changes.items():
-            if v is not None:
-                env[k] = v
-        cmd = [sys.executable, os.path.abspath(__file__), '--json'] + base_argv + extra
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if out.returncode:
-            print(f'{name}: failed\n{out.stderr[-2000:]}', file=sys.stderr)
+def _run_setting(name, env_changes, extra, base_argv):
+    """Run one setting in a subprocess; return its result dict or None."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+    env.update(env_changes)
+    cmd = [sys.executable, os.path.abspath(__file__), '--json'] + base_argv + extra
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        print(f'{name}: failed\n{out.stderr[-2000:]}', file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def sweep(argv, repeat):
+    """Run every SWEEP setting in subprocesses, `repeat` times round-robin.
+
+    Prints each run as it ends and then every setting's best run: on a shared
+    machine the load drifts, and round-robin repeats give each setting a
+    chance at a quiet moment.
+    """
+    base_argv, skip = [], False
+    for a in argv:  # drop --sweep and --repeat N
+        if skip or a == '--sweep':
+            skip = False
             continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append((name, r))
-        peak = max(r['peak_gflops'].values())
-        print(f"{name:<24} peak {peak:6.1f}  bare {r['bare_images_per_s']:.3f} img/s "
-              f"{r['bare_gflops']:6.1f} GFLOP/s ({r['bare_gflops'] / peak:4.0%})  "
-              f"loop {r['loop_images_per_s']:.3f} img/s ({r['loop_overhead']:+.1%})",
-              flush=True)
-    if rows:
-        best_name, best = max(rows, key=lambda nr: nr[1]['loop_images_per_s'])
-        machine_peak = max(max(r['peak_gflops'].values()) for _, r in rows)
-        print(f'\nfastest training loop: {best_name}, '
-              f"{best['loop_images_per_s']:.3f} images/s, {best['loop_gflops']:.1f} GFLOP/s = "
-              f"{best['loop_gflops'] / machine_peak:.0%} of the best matmul peak of the run "
-              f'({machine_peak:.1f} GFLOP/s)')
+        if a == '--repeat':
+            skip = True
+            continue
+        if not a.startswith('--repeat='):
+            base_argv.append(a)
+    header = (f"{'setting':<24}{'img/s':>7}{'GFLOP/s':>9}{'% peak':>8}"
+              f"{'%/CPU-s':>9}{'cores':>7}{'loop +':>8}  (peak GFLOP/s)")
+
+    def row(name, r):
+        return (f"{name:<24}{r['loop_images_per_s']:7.3f}{r['loop_gflops']:9.1f}"
+                f"{r['loop_gflops'] / r['peak_wall']:8.0%}"
+                f"{r['loop_gflops_cpu'] / r['peak_cpu']:9.0%}"
+                f"{r['loop_cores_busy']:7.2f}{r['loop_overhead']:+8.1%}  ({r['peak_wall']:.0f})")
+
+    print(header, flush=True)
+    best = {}
+    for _ in range(repeat):
+        for name, env_changes, extra in SWEEP:
+            r = _run_setting(name, env_changes, extra, base_argv)
+            if r is None:
+                continue
+            print(row(name, r), flush=True)
+            if name not in best or r['loop_images_per_s'] > best[name]['loop_images_per_s']:
+                best[name] = r
+    if not best:
+        return
+    if repeat > 1:
+        print(f'\nbest of {repeat} runs per setting:\n' + header)
+        for name, r in best.items():
+            print(row(name, r))
+    top_name, top = max(best.items(), key=lambda nr: nr[1]['loop_images_per_s'])
+    machine_peak = max(r['peak_wall'] for r in best.values())
+    print(f"\nfastest training loop: {top_name}, {top['loop_images_per_s']:.3f} "
+          f"images/s, {top['loop_gflops']:.1f} GFLOP/s = "
+          f"{top['loop_gflops'] / machine_peak:.0%} of the best matmul peak seen "
+          f"({machine_peak:.1f} GFLOP/s), {top['loop_gflops'] / top['peak_wall']:.0%} "
+          f"of its own run's peak")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.sweep:
-        sweep(args, argv)
-        return
-    r = run(args)
-    if args.json:
-        print(json.dumps(r))
+        sweep(argv, args.repeat)
+    elif args.json:
+        print(json.dumps(run(args)))
     else:
-        report(r)
+        report(run(args))
 
 
 if __name__ == '__main__':
