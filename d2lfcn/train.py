@@ -661,7 +661,9 @@ def _cli():
     if 'OMP_NUM_THREADS' not in os.environ and sys.executable:
         os.environ['OMP_NUM_THREADS'] = str(_num_cores())
         sys.stdout.flush()
-        os.execv(sys.executable, [sys.executable, '-m', 'd2lfcn.train'] + sys.argv[1:])
+        # sys.orig_argv (Python 3.10+) keeps interpreter options such as -u.
+        argv = getattr(sys, 'orig_argv', [None, '-m', 'd2lfcn.train'] + sys.argv[1:])
+        os.execv(sys.executable, [sys.executable] + argv[1:])
     run_cli(main)
 
 
