@@ -299,7 +299,7 @@ def _parser():
         epilog='The out dir receives args.json (the resolved flags), last.params '
                'and last.states (the latest epoch), best.params (best test mIoU), '
                'state.json (what --resume reads), metrics.csv, curves.png and '
-               'predictions.png. Unless OMP_NUM_THREADS is set, it is set to the '
+               'predictions.png. Unless OMP_NUM_THREADS is set, d2lfcn sets it to the '
                'number of cores (MXNet would use half of them).')
     a = p.add_argument
     a('--data-dir', metavar='PATH',
@@ -423,7 +423,7 @@ def _voc_dir(args):
 
 def _load_data(args, voc_dir):
     """Return (train_iter, test_iter, test_set) over VOC-layout data."""
-    from .voc import VOCSegDataset, get_dataloader_workers
+    from .voc import RandomCropSampler, VOCSegDataset, get_dataloader_workers
     workers = get_dataloader_workers() if args.num_workers is None else args.num_workers
     crop = tuple(args.crop_size)
     train_set = VOCSegDataset(True, crop, voc_dir, args.boundary)
@@ -431,10 +431,11 @@ def _load_data(args, voc_dir):
     if len(train_set) < args.batch_size:
         raise UserError(f'--batch-size {args.batch_size}: more than the '
                         f'{len(train_set)} training images; use a smaller one')
-    train_iter = gluon.data.DataLoader(train_set, args.batch_size, shuffle=True,
+    # Crop seeds come from the main process, so runs with workers repeat too.
+    train_iter = gluon.data.DataLoader(train_set, args.batch_size,
+                                       sampler=RandomCropSampler(len(train_set)),
                                        last_batch='discard', num_workers=workers)
-    # load_data_voc drops the last partial test batch, as D2L does; d2lfcn
-    # scores every validation image.
+    # D2L drops the last partial test batch; d2lfcn scores every validation image.
     test_iter = gluon.data.DataLoader(test_set, args.batch_size,
                                       last_batch='keep', num_workers=workers)
     return train_iter, test_iter, test_set
@@ -647,25 +648,5 @@ def main(argv=None):
     return history
 
 
-def _num_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _cli():
-    # MXNet reads OMP_NUM_THREADS once, when imported, and without it uses
-    # half the cores (it assumes hyper-threading): on 2 cores, half the
-    # speed. d2lfcn has imported MXNet already, so restart once with it set.
-    if 'OMP_NUM_THREADS' not in os.environ and sys.executable:
-        os.environ['OMP_NUM_THREADS'] = str(_num_cores())
-        sys.stdout.flush()
-        # sys.orig_argv (Python 3.10+) keeps interpreter options such as -u.
-        argv = getattr(sys, 'orig_argv', [None, '-m', 'd2lfcn.train'] + sys.argv[1:])
-        os.execv(sys.executable, [sys.executable] + argv[1:])
-    run_cli(main)
-
-
 if __name__ == '__main__':
-    _cli()
+    run_cli(main)

@@ -354,6 +354,17 @@ def test_two_cpu_contexts(small_voc_dir, tmp_path, capsys, monkeypatch):
     assert acc == f'{(labels == 0).mean():.3f}'
 
 
+def test_worker_processes_repeat_the_single_process_run(two_epoch_run, small_voc_dir,
+                                                         tmp_path, capsys):
+    """Crops are seeded in the main process, so forked workers change nothing."""
+    out = str(tmp_path / 'out')
+    code, _, _ = _run(['--data-dir', small_voc_dir, '--out-dir', out, '--num-epochs', '2',
+                       *TINY, *SCHEDULED, '--num-workers', '2'], capsys)
+    assert code == 0
+    for mine, ref in zip(_read_metrics(out), _read_metrics(two_epoch_run[0])):
+        assert float(mine['loss']) == pytest.approx(float(ref['loss']), rel=1e-4)
+
+
 def test_demo_recipe_with_explicit_flags_winning(tmp_path, capsys, monkeypatch):
     """--demo generates the embedded set, trains from scratch; flags override it."""
     from d2lfcn import synthetic
