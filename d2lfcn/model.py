@@ -4,6 +4,7 @@ Explained in chapters/fcn.md and chapters/transposed-conv.md.
 """
 import contextlib
 import io
+import json
 import os
 
 import mxnet as mx
@@ -14,9 +15,12 @@ from mxnet.gluon.model_zoo import model_store, vision
 
 from .utils import UserError
 
-__all__ = ['bilinear_kernel', 'FCN', 'get_fcn', 'backbone_file']
+__all__ = ['bilinear_kernel', 'FCN', 'SkipFCN', 'FCN_ARCHS', 'get_fcn',
+           'backbone_file', 'load_fcn']
 
 BACKBONE = 'resnet18_v2'
+FCN_ARCHS = ('fcn32s', 'fcn16s', 'fcn8s')
+_FINEST_STRIDE = {'fcn32s': 32, 'fcn16s': 16, 'fcn8s': 8}  # of the scores fused
 
 
 def bilinear_kernel(in_channels, out_channels, kernel_size):
@@ -108,8 +112,60 @@ def _load_backbone(net, path, ctx):
                         f'{BACKBONE} .params file: {first[:200]}') from None
 
 
-def get_fcn(num_classes=21, pretrained_base=True, ctx=None, backbone_params=None):
-    """Return D2L's FCN on resnet18_v2, initialised and ready to train.
+class SkipFCN(nn.HybridBlock):
+    """Segment images fusing stride-16 (FCN-16s) and stride-8 (FCN-8s) scores.
+
+    Explained in chapters/fcn.md.
+    """
+
+    # Layers of resnet18_v2's `features` up to the end of stage2 (stride 8,
+    # 128 channels) and of stage3 (stride 16, 256 channels).
+    _STRIDE8_END, _STRIDE16_END = 7, 8
+
+    def __init__(self, features, num_classes, finest_stride=8, **kwargs):
+        super().__init__(**kwargs)
+        if finest_stride not in (16, 8):
+            raise ValueError(f'finest_stride must be 16 or 8, not {finest_stride!r}')
+        self.finest_stride = finest_stride
+        self.features = features  # the same layers, and names, as in FCN
+        c = num_classes
+        with self.name_scope():
+            self.score = nn.Conv2D(c, kernel_size=1)  # on stride 32, as in FCN
+            # resnet v2 is pre-activation: its stage outputs are sums not yet
+            # batch-normalised or ReLU'd. Like the paper, which scores pool3 and
+            # pool4 directly, we score them as they are, without a new BatchNorm
+            # and ReLU; zero-initialised, these scores make the untrained net
+            # compute exactly fcn32s's coarse scores, upsampled.
+            self.score16 = nn.Conv2D(c, kernel_size=1, in_channels=256)
+            # 2x upsampling: kernel 4, stride 2, padding 1 gives exactly 2n from
+            # n. No bias: the score layer's bias is added right after it.
+            self.up32to16 = nn.Conv2DTranspose(c, kernel_size=4, strides=2, padding=1,
+                                               in_channels=c, use_bias=False)
+            if finest_stride == 8:
+                self.score8 = nn.Conv2D(c, kernel_size=1, in_channels=128)
+                self.up16to8 = nn.Conv2DTranspose(c, kernel_size=4, strides=2, padding=1,
+                                                  in_channels=c, use_bias=False)
+            s = finest_stride  # kernel 2s, padding s/2: exactly s * n from n
+            self.upsample = nn.Conv2DTranspose(c, kernel_size=2 * s, strides=s,
+                                               padding=s // 2, in_channels=c)
+
+    def hybrid_forward(self, F, x):
+        for i in range(len(self.features)):
+            x = self.features[i](x)
+            if i + 1 == self._STRIDE8_END:
+                x8 = x                                  # (batch, 128, H/8, W/8)
+            elif i + 1 == self._STRIDE16_END:
+                x16 = x                                 # (batch, 256, H/16, W/16)
+        s = self.score(x)                               # (batch, C, H/32, W/32)
+        s = self.up32to16(s) + self.score16(x16)        # (batch, C, H/16, W/16)
+        if self.finest_stride == 8:
+            s = self.up16to8(s) + self.score8(x8)       # (batch, C, H/8, W/8)
+        return self.upsample(s)                         # (batch, C, H, W)
+
+
+def get_fcn(num_classes=21, pretrained_base=True, ctx=None, backbone_params=None,
+            arch='fcn32s'):
+    """Return D2L's FCN on resnet18_v2, or a skip variant, ready to train.
 
     Parameters
     ----------
@@ -124,9 +180,15 @@ def get_fcn(num_classes=21, pretrained_base=True, ctx=None, backbone_params=None
     backbone_params : str, optional
         A resnet18_v2 .params file to load instead of the model-zoo cache;
         overrides `pretrained_base`.
+    arch : 'fcn32s', 'fcn16s' or 'fcn8s'
+        'fcn32s' is D2L's model (an `FCN`): scores at stride 32 upsampled 32x.
+        'fcn16s' and 'fcn8s' (a `SkipFCN`) add the scores of the stride-16 and
+        stride-8 features, as in the FCN paper (Long et al., 2015).
 
     Explained in chapters/fcn.md.
     """
+    if arch not in FCN_ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(FCN_ARCHS)}, not {arch!r}")
     ctx = ctx or mx.cpu()
     base = vision.resnet18_v2()
     if backbone_params is not None:
@@ -138,10 +200,111 @@ def get_fcn(num_classes=21, pretrained_base=True, ctx=None, backbone_params=None
     features = nn.HybridSequential(prefix='')
     # Drop the global average pooling and the flatten, as D2L does.
     features.add(*base.features[:-2])
-    net = FCN(features, num_classes)
+    if arch == 'fcn32s':
+        net = FCN(features, num_classes)
+    else:
+        net = SkipFCN(features, num_classes, _FINEST_STRIDE[arch])
     net.score.initialize(init.Xavier(), ctx=ctx)
     # Per-block initialisation: a Constant with a large array as the layer's
     # own weight_initializer would be serialised into every hybridized graph.
+    k = net.upsample.weight.shape[-1]  # 64, 32 or 16: twice the stride
     net.upsample.initialize(
-        init.Constant(bilinear_kernel(num_classes, num_classes, 64)), ctx=ctx)
+        init.Constant(bilinear_kernel(num_classes, num_classes, k)), ctx=ctx)
+    if arch != 'fcn32s':
+        _init_skips(net, num_classes, ctx)
+    return net
+
+
+def _init_skips(net, num_classes, ctx):
+    """Zero the skip score layers and make the 2x upsamplings bilinear, as the paper does."""
+    kernel = init.Constant(bilinear_kernel(num_classes, num_classes, 4))
+    net.score16.initialize(init.Zero(), ctx=ctx)
+    net.up32to16.initialize(kernel, ctx=ctx)
+    if net.finest_stride == 8:
+        net.score8.initialize(init.Zero(), ctx=ctx)
+        net.up16to8.initialize(kernel, ctx=ctx)
+
+
+def _arch_of(saved):
+    """Return the arch whose layers a loaded .params dict holds."""
+    if 'score8.weight' in saved:
+        return 'fcn8s'
+    return 'fcn16s' if 'score16.weight' in saved else 'fcn32s'
+
+
+def _run_args(params):
+    """Return the args.json `python -m d2lfcn.train` wrote next to `params`, or {}."""
+    path = os.path.join(os.path.dirname(os.path.abspath(params)), 'args.json')
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        if not isinstance(saved, dict):
+            raise ValueError
+    except (OSError, ValueError):
+        raise UserError(f'{path} (next to the params file) is unreadable; fix or remove '
+                        'it, or pass --arch and --num-classes') from None
+    return saved
+
+
+def _run_defaults(params, arch, num_classes):
+    """Fill arch and num_classes left as None from args.json, else fcn32s and 21."""
+    run = _run_args(params)
+    where = f'args.json next to {params}'
+    if arch is None:
+        arch = run.get('arch', 'fcn32s')
+        if arch not in FCN_ARCHS:
+            raise UserError(f'{where} names an unknown arch {arch!r}; pass --arch')
+    if num_classes is None:
+        num_classes = run.get('num_classes', 21)
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise UserError(f'{where} names {num_classes!r} classes; pass --num-classes')
+    return arch, num_classes
+
+
+def load_fcn(params, arch=None, num_classes=None, ctx=None):
+    """Return the FCN whose weights `params` holds, ready to predict.
+
+    Parameters
+    ----------
+    params : str
+        A .params file saved by `net.save_parameters` (e.g. best.params of
+        `python -m d2lfcn.train`).
+    arch : 'fcn32s', 'fcn16s' or 'fcn8s', optional
+        Default: the 'arch' in the args.json next to `params`, else 'fcn32s'.
+    num_classes : int, optional
+        Default: the 'num_classes' in that args.json, else 21.
+    ctx : Context or list of Context, optional
+        Where the parameters go; default cpu().
+
+    A missing or corrupt file, or one holding another arch or class count,
+    raises UserError naming the file and the flag to pass.
+    Explained in chapters/fcn.md.
+    """
+    params = os.fspath(params)
+    if not os.path.isfile(params):
+        raise UserError(f'params file {params} does not exist; pass --params with '
+                        f'the .params file written by python -m d2lfcn.train')
+    if arch is None or num_classes is None:
+        arch, num_classes = _run_defaults(params, arch, num_classes)
+    try:
+        saved = nd.load(params)
+    except mx.base.MXNetError:
+        raise UserError(f'params file {params} is corrupt or not an MXNet .params file') from None
+    score = saved.get('score.weight') if isinstance(saved, dict) else None
+    if score is None:
+        raise UserError(f'params file {params} does not hold an FCN (no score.weight)')
+    if _arch_of(saved) != arch:
+        raise UserError(f'params file {params} holds an {_arch_of(saved)}, not an '
+                        f'{arch}; pass --arch {_arch_of(saved)}')
+    if score.shape[0] != num_classes:
+        raise UserError(f'params file {params} is for {score.shape[0]} classes, not '
+                        f'{num_classes}; pass --num-classes {score.shape[0]}')
+    net = get_fcn(num_classes, pretrained_base=False, ctx=ctx, arch=arch)
+    try:
+        net.load_parameters(params, ctx=ctx)
+    except (mx.base.MXNetError, AssertionError, ValueError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f'params file {params} does not fit the {arch}: {first[:200]}') from None
     return net

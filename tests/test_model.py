@@ -1,6 +1,7 @@
 """Test the FCN model: shapes, gradients, initialisation and weight loading."""
 import hashlib
 import http.server
+import json
 import os
 import socket
 import threading
@@ -14,7 +15,7 @@ from mxnet import autograd, nd
 from mxnet.gluon.model_zoo import model_store, vision
 
 from d2lfcn import UserError
-from d2lfcn.model import FCN, backbone_file, bilinear_kernel, get_fcn
+from d2lfcn.model import FCN, backbone_file, bilinear_kernel, get_fcn, load_fcn
 
 
 @pytest.fixture(scope='module')
@@ -213,3 +214,305 @@ def test_parameters_live_on_every_context_given():
         assert p.list_ctx() == ctxs
     np.testing.assert_array_equal(net.upsample.weight.data(mx.cpu(1)).asnumpy(),
                                   bilinear_kernel(2, 2, 64).asnumpy())
+
+
+# ------------------------------------------------------------ skip variants
+
+ARCHS = ['fcn32s', 'fcn16s', 'fcn8s']
+SKIPS = ['fcn16s', 'fcn8s']
+
+
+def _bilinear_matrix(n, s):
+    """Return the (s*n, n) matrix of 1-D bilinear upsampling by s, written out.
+
+    A transposed conv with kernel 2s, stride s, padding s/2 sends input i to
+    outputs j = s*i - s/2 + t (t = 0..2s-1) with the triangle weight
+    1 - |t - (s - 1/2)| / s; inputs beyond the border count as zero.
+    """
+    M = np.zeros((s * n, n))
+    for i in range(n):
+        for t in range(2 * s):
+            j = s * i - s // 2 + t
+            if 0 <= j < s * n:
+                M[j, i] = 1 - abs(t - (s - 0.5)) / s
+    return M
+
+
+def _upsample_ref(x, s):
+    """Bilinearly upsample (C, h, w) scores by s with _bilinear_matrix, in numpy."""
+    _, h, w = x.shape
+    return np.einsum('Jh,chw,Kw->cJK', _bilinear_matrix(h, s), x, _bilinear_matrix(w, s))
+
+
+def test_bilinear_reference_is_cv2_resize_away_from_the_border():
+    x = np.random.RandomState(0).randn(1, 5, 7).astype('float32')
+    for s in (2, 8, 16):
+        ref = cv2.resize(x[0], (7 * s, 5 * s), interpolation=cv2.INTER_LINEAR)
+        inner = np.s_[s:-s, s:-s]
+        np.testing.assert_allclose(_upsample_ref(x, s)[0][inner], ref[inner], atol=1e-5)
+
+
+@pytest.fixture(scope='module')
+def nets():
+    mx.random.seed(0)
+    return {arch: get_fcn(num_classes=3, pretrained_base=False, arch=arch)
+            for arch in ARCHS}
+
+
+def test_unknown_arch_names_the_choices():
+    with pytest.raises(ValueError) as e:
+        get_fcn(pretrained_base=False, arch='fcn4s')
+    assert 'fcn32s, fcn16s, fcn8s' in str(e.value) and 'fcn4s' in str(e.value)
+
+
+@pytest.mark.parametrize('arch', SKIPS)
+@pytest.mark.parametrize('shape', [(2, 3, 64, 96), (1, 3, 32, 32), (1, 3, 96, 64),
+                                   (1, 3, 160, 32)])
+def test_skip_variants_return_the_input_size(nets, arch, shape):
+    y = nets[arch](nd.random.uniform(shape=shape))
+    assert y.shape == (shape[0], 3) + shape[2:]
+    assert np.isfinite(y.asnumpy()).all()
+
+
+def test_fcn32s_keeps_d2ls_layer_names(nets):
+    """Checkpoints saved before the skip variants existed still load."""
+    names = set(nets['fcn32s']._collect_params_with_prefix())
+    assert {n for n in names if not n.startswith('features.')} == {
+        'score.weight', 'score.bias', 'upsample.weight', 'upsample.bias'}
+    assert isinstance(nets['fcn32s'], FCN)
+
+
+@pytest.mark.parametrize('arch, stride', [('fcn16s', 16), ('fcn8s', 8)])
+def test_skip_layers_start_as_the_paper_says(nets, arch, stride):
+    net = nets[arch]
+    tri = np.array([0.25, 0.75, 0.75, 0.25])  # 2x bilinear, by hand
+    ups = ['up32to16'] + (['up16to8'] if stride == 8 else [])
+    scores = ['score16'] + (['score8'] if stride == 8 else [])
+    for name in ups:
+        w = getattr(net, name).weight.data().asnumpy()
+        assert w.shape == (3, 3, 4, 4)
+        for i in range(3):
+            for o in range(3):
+                np.testing.assert_allclose(w[i, o], np.outer(tri, tri) * (i == o))
+    for name in scores:
+        assert not getattr(net, name).weight.data().asnumpy().any()
+        assert not getattr(net, name).bias.data().asnumpy().any()
+    w = net.upsample.weight.data().asnumpy()
+    t = np.arange(2 * stride)
+    tri = 1 - np.abs(t - (stride - 0.5)) / stride  # the 1-D kernel of the final layer
+    np.testing.assert_allclose(w[1, 1], np.outer(tri, tri), rtol=1e-6)
+    np.testing.assert_array_equal(w[0, 1], 0)
+
+
+def _scores(conv, feat):
+    """Apply a 1x1 conv by hand: (C, c) weights times (c, h, w) features, plus bias."""
+    W = conv.weight.data().asnumpy()[:, :, 0, 0]
+    return np.einsum('kc,chw->khw', W, feat) + conv.bias.data().asnumpy()[:, None, None]
+
+
+def _stage_outputs(net, x):
+    """Return the backbone's stride-8, -16 and -32 features of x, (c, h, w) each."""
+    f8 = net.features[:7](x)
+    f16 = net.features[7](f8)
+    f32 = net.features[8:](f16)
+    assert (f8.shape[1], f16.shape[1], f32.shape[1]) == (128, 256, 512)
+    return f8[0].asnumpy(), f16[0].asnumpy(), f32[0].asnumpy()
+
+
+@pytest.mark.parametrize('arch', SKIPS)
+def test_untrained_skip_variant_upsamples_the_coarse_scores(nets, arch):
+    """Zero skip scores: the output is the stride-32 scores, 2x (2x) then 16x (8x) bilinear."""
+    net = nets[arch]
+    x = nd.random.normal(shape=(1, 3, 128, 160))
+    _, _, f32 = _stage_outputs(net, x)
+    expected = _upsample_ref(_scores(net.score, f32), 2)
+    if arch == 'fcn8s':
+        expected = _upsample_ref(expected, 2)
+    expected = _upsample_ref(expected, 16 if arch == 'fcn16s' else 8)
+    np.testing.assert_allclose(net(x)[0].asnumpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def _with_random_score(conv, seed):
+    rng = np.random.RandomState(seed)
+    old = conv.weight.data().copy(), conv.bias.data().copy()
+    conv.weight.set_data(nd.array(0.05 * rng.randn(*conv.weight.shape)))
+    conv.bias.set_data(nd.array(rng.randn(*conv.bias.shape)))
+    return old
+
+
+@pytest.mark.parametrize('arch, layer', [('fcn16s', 'score16'), ('fcn8s', 'score16'),
+                                         ('fcn8s', 'score8')])
+def test_a_skip_score_changes_the_output_only_through_its_path(nets, arch, layer):
+    """Output(new) - output(zero skip) = that skip's scores, upsampled by hand."""
+    net = nets[arch]
+    x = nd.random.normal(shape=(1, 3, 64, 96))
+    before = net(x)[0].asnumpy()
+    f8, f16, _ = _stage_outputs(net, x)
+    conv = getattr(net, layer)
+    old = _with_random_score(conv, seed=len(layer))
+    try:
+        after = net(x)[0].asnumpy()
+        delta = _scores(conv, f16 if layer == 'score16' else f8)
+    finally:
+        conv.weight.set_data(old[0])
+        conv.bias.set_data(old[1])
+    if arch == 'fcn8s' and layer == 'score16':
+        delta = _upsample_ref(delta, 2)  # still passes up16to8, bilinear at start
+    delta = _upsample_ref(delta, 16 if arch == 'fcn16s' else 8)
+    assert np.abs(delta).max() > 0.1
+    np.testing.assert_allclose(after - before, delta, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize('arch, count', [('fcn16s', 63), ('fcn8s', 66)])
+def test_skip_variants_give_every_parameter_a_gradient(nets, arch, count):
+    net = nets[arch]
+    x = nd.random.normal(shape=(2, 3, 64, 64))
+    w = nd.random.normal(shape=(2, 3, 64, 64))
+    with autograd.record():
+        loss = (net(x) * w).sum()
+    loss.backward()
+    trainable = {k: p for k, p in net.collect_params().items() if p.grad_req != 'null'}
+    # fcn32s's 60, plus per skip a 1x1 score (weight, bias) and a 2x upsampling.
+    assert len(trainable) == count
+    for name, p in trainable.items():
+        g = p.grad().asnumpy()
+        assert np.isfinite(g).all() and np.abs(g).max() > 0, name
+
+
+@pytest.mark.parametrize('arch', SKIPS)
+def test_skip_variants_hybridized_equal_imperative(arch):
+    mx.random.seed(2)
+    net = get_fcn(num_classes=3, pretrained_base=False, arch=arch)
+    _with_random_score(net.score16, seed=1)  # let the skip path matter
+    x = nd.random.normal(shape=(2, 3, 64, 96))
+    with autograd.record():
+        net(x)
+    imperative = net(x).asnumpy()
+    net.hybridize(static_alloc=True, static_shape=True)
+    np.testing.assert_allclose(net(x).asnumpy(), imperative, rtol=1e-4, atol=1e-5)
+
+
+def _trained_looking(arch, num_classes=3, seed=4):
+    """Return an arch with nonzero skip scores, so every layer shows in its output."""
+    mx.random.seed(seed)
+    net = get_fcn(num_classes=num_classes, pretrained_base=False, arch=arch)
+    net(nd.zeros((1, 3, 32, 32)))  # finish the backbone's deferred initialisation
+    for name in ('score16', 'score8'):
+        if hasattr(net, name):
+            _with_random_score(getattr(net, name), seed=len(name))
+    return net
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_save_and_load_each_arch(tmp_path, arch):
+    net = _trained_looking(arch)
+    path = tmp_path / f'{arch}.params'
+    net.save_parameters(str(path))
+    x = nd.random.normal(shape=(1, 3, 64, 64))
+    expected = net(x).asnumpy()
+    mx.random.seed(99)
+    fresh = get_fcn(num_classes=3, pretrained_base=False, arch=arch)
+    assert not np.allclose(fresh(x).asnumpy(), expected)
+    fresh.load_parameters(str(path))
+    np.testing.assert_array_equal(fresh(x).asnumpy(), expected)
+    loaded = load_fcn(path, arch=arch, num_classes=3)
+    np.testing.assert_array_equal(loaded(x).asnumpy(), expected)
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_backbone_params_are_loaded_for_every_arch(tmp_path, arch):
+    path = tmp_path / 'r18.params'
+    saved = _save_random_resnet(path)
+    net = get_fcn(num_classes=4, backbone_params=path, arch=arch)
+    loaded = _features_params(net)
+    assert len(loaded) == len([k for k in saved if k.startswith('features.')])
+    for key, param in loaded.items():
+        np.testing.assert_array_equal(param.data().asnumpy(), saved[key].asnumpy())
+
+
+@pytest.mark.parametrize('arch', SKIPS)
+def test_skip_variants_take_pretrained_weights_from_the_cache(tmp_path, monkeypatch, arch):
+    src, saved, stem = _fake_zoo_file(tmp_path, monkeypatch)
+    monkeypatch.setenv('MXNET_HOME', str(tmp_path / 'home'))
+    monkeypatch.setenv('MXNET_GLUON_REPO', _dead_url())
+    os.makedirs(tmp_path / 'home' / 'models')
+    os.replace(src, tmp_path / 'home' / 'models' / f'{stem}.params')
+    net = get_fcn(num_classes=2, arch=arch)
+    for key, param in _features_params(net).items():
+        np.testing.assert_array_equal(param.data().asnumpy(), saved[key].asnumpy())
+    assert not net.score16.weight.data().asnumpy().any()  # the head is still initialised
+
+
+@pytest.mark.parametrize('arch', SKIPS)
+def test_skip_parameters_live_on_every_context_given(arch):
+    ctxs = [mx.cpu(0), mx.cpu(1)]
+    net = get_fcn(num_classes=2, pretrained_base=False, ctx=ctxs, arch=arch)
+    for p in net.collect_params().values():
+        assert p.list_ctx() == ctxs
+    x = nd.random.normal(shape=(1, 3, 32, 64))
+    np.testing.assert_allclose(net(x.as_in_context(mx.cpu(1))).asnumpy(),
+                               net(x).asnumpy(), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------- load_fcn
+
+@pytest.fixture(scope='module')
+def saved_params(tmp_path_factory):
+    """One saved checkpoint per arch, 3 classes, each in its own folder."""
+    paths = {}
+    for arch in ARCHS:
+        folder = tmp_path_factory.mktemp(arch)
+        paths[arch] = str(folder / 'best.params')
+        _trained_looking(arch).save_parameters(paths[arch])
+    return paths
+
+
+def _load_error(*args, **kwargs):
+    with pytest.raises(UserError) as e:
+        load_fcn(*args, **kwargs)
+    assert '\n' not in str(e.value)
+    return str(e.value)
+
+
+def test_load_fcn_names_the_arch_and_classes_the_file_holds(saved_params):
+    for held in ARCHS:
+        for asked in ARCHS:
+            if asked != held:
+                msg = _load_error(saved_params[held], arch=asked, num_classes=3)
+                assert msg == (f'params file {saved_params[held]} holds an {held}, '
+                               f'not an {asked}; pass --arch {held}')
+    msg = _load_error(saved_params['fcn8s'], arch='fcn8s', num_classes=21)
+    assert msg.endswith('is for 3 classes, not 21; pass --num-classes 3')
+
+
+def test_load_fcn_rejects_missing_corrupt_and_foreign_files(tmp_path):
+    corrupt = tmp_path / 'corrupt.params'
+    corrupt.write_bytes(os.urandom(300))
+    resnet = tmp_path / 'resnet.params'
+    _save_random_resnet(resnet)
+    assert 'does not exist' in _load_error(tmp_path / 'none.params')
+    assert 'corrupt' in _load_error(corrupt)
+    assert 'does not hold an FCN' in _load_error(resnet)
+
+
+def test_load_fcn_defaults_come_from_args_json(saved_params):
+    path = saved_params['fcn16s']
+    folder = os.path.dirname(path)
+    x = nd.random.normal(shape=(1, 3, 64, 64))
+    expected = load_fcn(path, 'fcn16s', 3)(x).asnumpy()
+    assert 'pass --arch fcn16s' in _load_error(path)  # fcn32s and 21 without args.json
+    with open(os.path.join(folder, 'args.json'), 'w') as f:
+        json.dump({'arch': 'fcn16s', 'num_classes': 3, 'lr': 0.1}, f)
+    try:
+        np.testing.assert_array_equal(load_fcn(path)(x).asnumpy(), expected)
+        # Arguments win over args.json.
+        assert 'pass --arch fcn16s' in _load_error(path, arch='fcn8s')
+        with open(os.path.join(folder, 'args.json'), 'w') as f:
+            json.dump({'arch': 'fcn4s'}, f)
+        assert "unknown arch 'fcn4s'" in _load_error(path)
+        load_fcn(path, 'fcn16s', 3)  # not read when both are given
+        with open(os.path.join(folder, 'args.json'), 'w') as f:
+            f.write('{not json')
+        assert 'args.json' in _load_error(path) and 'unreadable' in _load_error(path)
+    finally:
+        os.remove(os.path.join(folder, 'args.json'))
