@@ -11,7 +11,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
-from .model import get_fcn
+from .model import FCN_ARCHS, load_fcn
 from .utils import UserError, atomic_path, run_cli, try_all_gpus
 from .voc import IGNORE_LABEL, VOC_COLORMAP, VOC_VOID_COLOR, normalize_image
 
@@ -173,30 +173,6 @@ def _read_rgb(path):
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _load_net(params, num_classes, ctx):
-    """Return get_fcn(num_classes) with weights from `params`, or raise UserError."""
-    if not os.path.isfile(params):
-        raise UserError(f'params file {params} does not exist; pass --params with '
-                        f'the .params file written by python -m d2lfcn.train')
-    try:
-        saved = nd.load(params)
-    except mx.base.MXNetError:
-        raise UserError(f'params file {params} is corrupt or not an MXNet .params file') from None
-    score = saved.get('score.weight') if isinstance(saved, dict) else None
-    if score is None:
-        raise UserError(f'params file {params} does not hold an FCN (no score.weight)')
-    if score.shape[0] != num_classes:
-        raise UserError(f'params file {params} is for {score.shape[0]} classes, not '
-                        f'{num_classes}; pass --num-classes {score.shape[0]}')
-    net = get_fcn(num_classes, pretrained_base=False, ctx=ctx)
-    try:
-        net.load_parameters(params, ctx=ctx)
-    except (mx.base.MXNetError, AssertionError, ValueError, KeyError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f'params file {params} does not fit the FCN: {first[:200]}') from None
-    return net
-
-
 def _parse(argv):
     p = argparse.ArgumentParser(
         prog='python -m d2lfcn.predict',
@@ -208,8 +184,12 @@ def _parse(argv):
                    help='FCN weights written by python -m d2lfcn.train (required)')
     p.add_argument('--out-dir', default='.',
                    help='folder for the PNGs, created if needed (default: .)')
-    p.add_argument('--num-classes', type=int, default=21,
-                   help='classes the weights were trained for (default: 21, VOC)')
+    p.add_argument('--arch', choices=FCN_ARCHS,
+                   help='the network the weights belong to (default: the arch in '
+                        'the args.json next to --params, else fcn32s, D2L\'s FCN)')
+    p.add_argument('--num-classes', type=int,
+                   help='classes the weights were trained for (default: the value '
+                        'in the args.json next to --params, else 21 for VOC)')
     p.add_argument('--mode', choices=['pad', 'tile'], default='pad',
                    help='pad: reflect-pad to a multiple of 32 and predict once; '
                         'tile: average overlapping windows (default: pad)')
@@ -269,7 +249,7 @@ def main(argv=None):
     else:
         devices = try_all_gpus()
         ctx = devices[:args.gpus][0] if args.gpus else devices[0]
-    net = _load_net(args.params, args.num_classes, ctx)
+    net = load_fcn(args.params, args.arch, args.num_classes, ctx)
     net.hybridize()
     for path in args.images:
         img = _read_rgb(path)

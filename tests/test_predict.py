@@ -213,9 +213,63 @@ def test_cli_help_names_every_flag_with_its_default(capsys):
         main(['--help'])
     assert e.value.code == 0
     text = ' '.join(capsys.readouterr().out.split())
-    for flag in ('--params', '--out-dir', '--num-classes', '--mode', '--tile-size',
-                 '--overlap', '--gpus', '--alpha'):
+    for flag in ('--params', '--out-dir', '--arch', '--num-classes', '--mode',
+                 '--tile-size', '--overlap', '--gpus', '--alpha'):
         assert flag in text
-    for default in ('(default: .)', '(default: 21', '(default: pad)',
+    for default in ('(default: .)', 'else 21 for VOC)', 'else fcn32s', '(default: pad)',
                     '(default: 320 480', '(default: 0.5)'):
         assert default in text
+
+
+# ------------------------------------------------------------ --arch
+
+@pytest.fixture(scope='module')
+def fcn8s_run(tmp_path_factory):
+    """A saved fcn8s (3 classes) with a nonzero stride-8 skip, like a trained one."""
+    mx.random.seed(5)
+    net = get_fcn(num_classes=3, pretrained_base=False, arch='fcn8s')
+    net(nd.zeros((1, 3, 32, 32)))  # finish the deferred initialisation
+    rng = np.random.RandomState(5)
+    net.score8.weight.set_data(nd.array(0.05 * rng.randn(*net.score8.weight.shape)))
+    folder = tmp_path_factory.mktemp('fcn8s')
+    net.save_parameters(str(folder / 'best.params'))
+    return net, folder
+
+
+def _label_png(path):
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def test_cli_arch_predicts_with_the_skip_network(tmp_path, fcn8s_run, capsys):
+    net, folder = fcn8s_run
+    img = _jpeg(tmp_path, 'cat.jpg', h=70, w=90)
+    rgb = cv2.cvtColor(cv2.imread(img), cv2.COLOR_BGR2RGB)
+    expected = label2image(predict(net, rgb))
+    params = str(folder / 'best.params')
+    run_cli(main, [img, '--params', params, '--arch', 'fcn8s', '--num-classes', '3',
+                   '--out-dir', str(tmp_path / 'flags')])
+    np.testing.assert_array_equal(_label_png(tmp_path / 'flags' / 'cat_label.png'), expected)
+    # Without flags, arch and classes come from the training run's args.json.
+    (folder / 'args.json').write_text('{"arch": "fcn8s", "num_classes": 3}')
+    try:
+        run_cli(main, [img, '--params', params, '--out-dir', str(tmp_path / 'json')])
+    finally:
+        (folder / 'args.json').unlink()
+    np.testing.assert_array_equal(_label_png(tmp_path / 'json' / 'cat_label.png'), expected)
+
+
+def test_cli_wrong_arch_is_one_line_and_writes_nothing(tmp_path, fcn8s_run, capsys):
+    _, folder = fcn8s_run
+    img = _jpeg(tmp_path, 'ok.jpg')
+    out = tmp_path / 'out'
+    params = str(folder / 'best.params')
+    for argv in ([], ['--arch', 'fcn16s']):
+        code, err = _run([img, '--params', params, '--num-classes', '3',
+                          '--out-dir', str(out)] + argv, capsys)
+        assert code == 2
+        assert err == (f'error: params file {params} holds an fcn8s, not an '
+                       f'{argv[1] if argv else "fcn32s"}; pass --arch fcn8s\n')
+    with pytest.raises(SystemExit) as e:
+        main([img, '--params', params, '--arch', 'fcn4s'])
+    assert e.value.code == 2 and "invalid choice: 'fcn4s'" in capsys.readouterr().err
+    assert not out.exists()
