@@ -49,6 +49,8 @@ class FCN(nn.HybridBlock):
     Explained in chapters/fcn.md.
     """
 
+    arch = 'fcn32s'
+
     def __init__(self, features, num_classes, **kwargs):
         super().__init__(**kwargs)
         # `features` stays a plain HybridSequential of the backbone's layers, so
@@ -127,6 +129,7 @@ class SkipFCN(nn.HybridBlock):
         if finest_stride not in (16, 8):
             raise ValueError(f'finest_stride must be 16 or 8, not {finest_stride!r}')
         self.finest_stride = finest_stride
+        self.arch = f'fcn{finest_stride}s'
         self.features = features  # the same layers, and names, as in FCN
         c = num_classes
         with self.name_scope():
