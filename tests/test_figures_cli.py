@@ -14,16 +14,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from d2lfcn.figures import main
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = re.compile(r'!\[[^\]]*\]\(([^)\s]+)')
-# The CLI's entry point; it moves to d2lfcn/figures.py as `main`.
-CLI = [sys.executable, '-c', 'from d2lfcn.utils import run_cli; '
-       'from d2lfcn.diagrams import figures_main; run_cli(figures_main)']
-
-
-def figures_main(argv):
-    from d2lfcn.diagrams import figures_main as main
-    return main(argv)
+CLI = [sys.executable, '-m', 'd2lfcn.figures']
 
 
 def referenced_images():
@@ -51,6 +46,7 @@ def test_fast_run_draws_exactly_the_chapter_figures(tmp_path):
     assert len(wanted) >= 11
     proc = run(CLI + ['--fast', '--out-dir', 'figs'], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'found in sys.modules' not in proc.stderr  # runpy's warning is silenced
     produced = set(os.listdir(tmp_path / 'figs'))
     assert produced == wanted
     for name in produced:
@@ -63,9 +59,9 @@ def test_fast_run_draws_exactly_the_chapter_figures(tmp_path):
 @pytest.fixture(scope='module')
 def trained_run(tmp_path_factory, small_voc_dir):
     """A one-epoch run of python -m d2lfcn.train on the tiny dataset."""
-    from d2lfcn.train import main
+    from d2lfcn import train
     run_dir = tmp_path_factory.mktemp('run') / 'run'
-    main(['--demo', '--data-dir', small_voc_dir, '--num-epochs', '1', '--crop-size', '64',
+    train.main(['--demo', '--data-dir', small_voc_dir, '--num-epochs', '1', '--crop-size', '64',
           '64', '--batch-size', '4', '--out-dir', str(run_dir)])
     return run_dir
 
@@ -75,7 +71,7 @@ def test_params_draws_the_runs_curves_and_predictions(tmp_path, trained_run, sma
     params = trained_run / 'best.params'
     assert params.is_file() and (trained_run / 'metrics.csv').is_file()
     capsys.readouterr()
-    figures_main(['--params', str(params), '--data-dir', small_voc_dir, '--out-dir',
+    main(['--params', str(params), '--data-dir', small_voc_dir, '--out-dir',
                   str(tmp_path / 'figs'), '--only', 'training-curves', 'predictions'])
     assert sorted(os.listdir(tmp_path / 'figs')) == ['predictions.png', 'training-curves.png']
     assert 'training the demo' not in capsys.readouterr().out  # --params: no training run
@@ -95,11 +91,13 @@ def test_params_errors_are_one_line_and_write_nothing(tmp_path, trained_run, sma
             (['--params', str(tmp_path / 'missing.params')], 'missing.params'),
             (['--params', str(lonely), '--only', 'training-curves'], 'metrics.csv'),
             (['--params', str(corrupt), '--only', 'predictions'], 'corrupt'),
-            (['--only', 'no-such-figure'], 'no-such-figure')]:
+            (['--only', 'no-such-figure'], 'no-such-figure'),
+            (['--data-dir', str(tmp_path / 'nowhere'), '--only', 'voc-samples'], 'nowhere')]:
         capsys.readouterr()
         with pytest.raises(SystemExit) as e:
-            run_cli(figures_main, args + ['--data-dir', small_voc_dir,
-                                          '--out-dir', str(tmp_path / 'figs')])
+            # Flags given later win, so each case may override --data-dir.
+            run_cli(main, ['--data-dir', small_voc_dir, '--out-dir', str(tmp_path / 'figs')]
+                    + args)
         err = capsys.readouterr().err
         assert e.value.code == 2, args
         assert err.startswith('error: ') and err.count('\n') == 1 and needle in err, err
