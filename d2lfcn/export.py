@@ -20,10 +20,10 @@ STRIDE = 32  # inputs must be multiples of the FCN's total downsampling
 def export_fcn(net, out_dir, prefix, height=320, width=480):
     """Write `net` as <prefix>-symbol.json and <prefix>-0000.params into `out_dir`.
 
-    `net` is hybridized and traced on a (1, 3, height, width) input; the graph
-    accepts any batch size and any height and width that are multiples of 32. The files
-    are written into a temporary folder and moved into `out_dir` only when
-    both are complete. Returns (symbol file, params file).
+    `net` is hybridized and traced on a (1, 3, height, width) input; the
+    graph accepts any batch size, and any height and width that are multiples
+    of 32. The files are written into a temporary folder and moved into
+    `out_dir` only when both are complete. Returns (symbol file, params file).
     Explained in chapters/fcn.md.
     """
     ctx = next(iter(net.collect_params().values())).list_ctx()[0]

@@ -219,7 +219,7 @@ def get_fcn(num_classes=21, pretrained_base=True, ctx=None, backbone_params=None
 
 
 def _init_skips(net, num_classes, ctx):
-    """Zero the skip score layers and make the 2x upsamplings bilinear, as the paper does."""
+    """Zero the skip scores and make the 2x upsamplings bilinear, as the paper does."""
     kernel = init.Constant(bilinear_kernel(num_classes, num_classes, 4))
     net.score16.initialize(init.Zero(), ctx=ctx)
     net.up32to16.initialize(kernel, ctx=ctx)
@@ -294,7 +294,8 @@ def load_fcn(params, arch=None, num_classes=None, ctx=None):
     try:
         saved = nd.load(params)
     except mx.base.MXNetError:
-        raise UserError(f'params file {params} is corrupt or not an MXNet .params file') from None
+        raise UserError(f'params file {params} is corrupt or not an MXNet '
+                        '.params file') from None
     score = saved.get('score.weight') if isinstance(saved, dict) else None
     if score is None:
         raise UserError(f'params file {params} does not hold an FCN (no score.weight)')
@@ -309,5 +310,6 @@ def load_fcn(params, arch=None, num_classes=None, ctx=None):
         net.load_parameters(params, ctx=ctx)
     except (mx.base.MXNetError, AssertionError, ValueError, KeyError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f'params file {params} does not fit the {arch}: {first[:200]}') from None
+        raise UserError(f'params file {params} does not fit the {arch}: '
+                        f'{first[:200]}') from None
     return net

@@ -321,7 +321,7 @@ def _stage_outputs(net, x):
 
 @pytest.mark.parametrize('arch', SKIPS)
 def test_untrained_skip_variant_upsamples_the_coarse_scores(nets, arch):
-    """Zero skip scores: the output is the stride-32 scores, 2x (2x) then 16x (8x) bilinear."""
+    """Zero skip scores: the stride-32 scores, bilinearly 2x (2x) then 16x (8x)."""
     net = nets[arch]
     x = nd.random.normal(shape=(1, 3, 128, 160))
     _, _, f32 = _stage_outputs(net, x)
@@ -416,6 +416,7 @@ def test_save_and_load_each_arch(tmp_path, arch):
     fresh.load_parameters(str(path))
     np.testing.assert_array_equal(fresh(x).asnumpy(), expected)
     loaded = load_fcn(path, arch=arch, num_classes=3)
+    assert loaded.arch == arch
     np.testing.assert_array_equal(loaded(x).asnumpy(), expected)
 
 
