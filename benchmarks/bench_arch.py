@@ -14,7 +14,8 @@ side:
     (default 3, Euclidean) of a label edge, void excluded; an edge is where two
     4-neighbours carry different labels, void counting as a label, so object
     outlines next to VOC's void band are edges,
-  * interior accuracy on the remaining non-void pixels, and training time.
+  * interior accuracy on the remaining non-void pixels, the parameter count,
+    and the fastest epoch's training time (each run's metrics.csv has all).
 
     /root/v/bin/python benchmarks/bench_arch.py            # full run (~10-15 min, 2 cores)
     /root/v/bin/python benchmarks/bench_arch.py --quick    # 1 epoch, 20 images: a smoke run
@@ -112,11 +113,11 @@ def train(arch, out_dir, seed, num_epochs):
 
 
 def _table(rows, radius):
-    head = (f"| arch | params (M) | train time (s) | pixel acc | mean IoU | "
+    head = (f"| arch | params (M) | fastest epoch (s) | pixel acc | mean IoU | "
             f"boundary acc (<= {radius} px) | interior acc |")
     lines = [head, '|' + '---|' * (head.count('|') - 1)]
     for r in rows:
-        lines.append(f"| {r['arch']} | {r['params']:.2f} | {r['seconds']:.0f} | "
+        lines.append(f"| {r['arch']} | {r['params']:.2f} | {r['seconds']:.1f} | "
                      f"{r['pixel_acc']:.3f} | {r['mean_iou']:.3f} | "
                      f"{r['boundary_acc']:.3f} | {r['interior_acc']:.3f} |")
     return '\n'.join(lines)
@@ -151,14 +152,17 @@ def main(argv=None):
         scores = evaluate(net, voc_dir, 21, args.radius, limit)
         params = sum(v.data().size for v in net.collect_params().values()) / 1e6
         rows.append(dict(scores, arch=arch, params=params,
-                         seconds=sum(float(h['seconds']) for h in history)))
+                         # the least disturbed epoch: the machine may be shared
+                         seconds=min(float(h['seconds']) for h in history)))
         print(f"{arch}: {len(history)} epochs, test mIoU during training "
               f"{float(history[-1]['test_miou']):.3f}; whole-image eval "
               f"{time.time() - tic:.0f} s", flush=True)
     band = rows[0]['band_fraction']
-    print(f'\nembedded demo dataset ({voc_dir}), {len(history)} epochs each, seed '
+    print(f'\nembedded demo dataset ({voc_dir}), {len(history)} epoch(s) each, seed '
           f'{args.seed}; whole validation images; boundary band = '
-          f'{100 * band:.1f}% of non-void pixels\n')
+          f'{100 * band:.1f}% of non-void pixels; load average at the end '
+          f'{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine '
+          'makes the times noisy)\n')
     print(_table(rows, args.radius))
     print('\nreproduce: /root/v/bin/python benchmarks/bench_arch.py '
           + ' '.join(argv if argv is not None else sys.argv[1:]))
