@@ -20,7 +20,7 @@ __all__ = ['bilinear_kernel', 'FCN', 'SkipFCN', 'FCN_ARCHS', 'get_fcn',
 
 BACKBONE = 'resnet18_v2'
 FCN_ARCHS = ('fcn32s', 'fcn16s', 'fcn8s')
-_FINEST_STRIDE = {'fcn32s': 32, 'fcn16s': 16, 'fcn8s': 8}  # of the scores fused
+_FINEST_STRIDE = {'fcn32s': 32, 'fcn16s': 16, 'fcn8s': 8}  # finest scores fused
 
 
 def bilinear_kernel(in_channels, out_channels, kernel_size):
@@ -71,6 +71,59 @@ class FCN(nn.HybridBlock):
         return self.upsample(x)    # (batch, num_classes, H, W)
 
 
+class SkipFCN(nn.HybridBlock):
+    """Segment images fusing stride-16 (FCN-16s) and stride-8 (FCN-8s) scores.
+
+    Explained in chapters/fcn.md.
+    """
+
+    # Layers of resnet18_v2's `features` up to the end of stage2 (stride 8,
+    # 128 channels) and of stage3 (stride 16, 256 channels).
+    _STRIDE8_END, _STRIDE16_END = 7, 8
+
+    def __init__(self, features, num_classes, finest_stride=8, **kwargs):
+        super().__init__(**kwargs)
+        if finest_stride not in (16, 8):
+            raise ValueError(f'finest_stride must be 16 or 8, not {finest_stride!r}')
+        self.finest_stride = finest_stride
+        self.arch = f'fcn{finest_stride}s'
+        self.features = features  # the same layers, and names, as in FCN
+        c = num_classes
+        with self.name_scope():
+            self.score = nn.Conv2D(c, kernel_size=1)  # on stride 32, as in FCN
+            # resnet v2 is pre-activation: a stage's output is a residual sum
+            # that the next stage's first block batch-normalises and ReLUs for
+            # itself. The paper scores pool3 and pool4 as they are, so we score
+            # these sums directly, with no BatchNorm or ReLU of our own.
+            # Zero-initialised, the skip scores leave the untrained net
+            # computing fcn32s's coarse scores, upsampled in 2x steps.
+            self.score16 = nn.Conv2D(c, kernel_size=1, in_channels=256)
+            # 2x upsampling: kernel 4, stride 2, padding 1 gives exactly 2n from
+            # n. No bias: the score layer's bias is added right after it.
+            self.up32to16 = nn.Conv2DTranspose(c, kernel_size=4, strides=2, padding=1,
+                                               in_channels=c, use_bias=False)
+            if finest_stride == 8:
+                self.score8 = nn.Conv2D(c, kernel_size=1, in_channels=128)
+                self.up16to8 = nn.Conv2DTranspose(c, kernel_size=4, strides=2, padding=1,
+                                                  in_channels=c, use_bias=False)
+            s = finest_stride  # kernel 2s, padding s/2: exactly s * n from n
+            self.upsample = nn.Conv2DTranspose(c, kernel_size=2 * s, strides=s,
+                                               padding=s // 2, in_channels=c)
+
+    def hybrid_forward(self, F, x):
+        for i in range(len(self.features)):
+            x = self.features[i](x)
+            if i + 1 == self._STRIDE8_END:
+                x8 = x                                  # (batch, 128, H/8, W/8)
+            elif i + 1 == self._STRIDE16_END:
+                x16 = x                                 # (batch, 256, H/16, W/16)
+        s = self.score(x)                               # (batch, C, H/32, W/32)
+        s = self.up32to16(s) + self.score16(x16)        # (batch, C, H/16, W/16)
+        if self.finest_stride == 8:
+            s = self.up16to8(s) + self.score8(x8)       # (batch, C, H/8, W/8)
+        return self.upsample(s)                         # (batch, C, H, W)
+
+
 def backbone_file(root=None):
     """Return the path where the Gluon model zoo keeps the backbone's weights.
 
@@ -112,58 +165,6 @@ def _load_backbone(net, path, ctx):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f'backbone params file {path} is not a valid '
                         f'{BACKBONE} .params file: {first[:200]}') from None
-
-
-class SkipFCN(nn.HybridBlock):
-    """Segment images fusing stride-16 (FCN-16s) and stride-8 (FCN-8s) scores.
-
-    Explained in chapters/fcn.md.
-    """
-
-    # Layers of resnet18_v2's `features` up to the end of stage2 (stride 8,
-    # 128 channels) and of stage3 (stride 16, 256 channels).
-    _STRIDE8_END, _STRIDE16_END = 7, 8
-
-    def __init__(self, features, num_classes, finest_stride=8, **kwargs):
-        super().__init__(**kwargs)
-        if finest_stride not in (16, 8):
-            raise ValueError(f'finest_stride must be 16 or 8, not {finest_stride!r}')
-        self.finest_stride = finest_stride
-        self.arch = f'fcn{finest_stride}s'
-        self.features = features  # the same layers, and names, as in FCN
-        c = num_classes
-        with self.name_scope():
-            self.score = nn.Conv2D(c, kernel_size=1)  # on stride 32, as in FCN
-            # resnet v2 is pre-activation: its stage outputs are sums not yet
-            # batch-normalised or ReLU'd. Like the paper, which scores pool3 and
-            # pool4 directly, we score them as they are, without a new BatchNorm
-            # and ReLU; zero-initialised, these scores make the untrained net
-            # compute exactly fcn32s's coarse scores, upsampled.
-            self.score16 = nn.Conv2D(c, kernel_size=1, in_channels=256)
-            # 2x upsampling: kernel 4, stride 2, padding 1 gives exactly 2n from
-            # n. No bias: the score layer's bias is added right after it.
-            self.up32to16 = nn.Conv2DTranspose(c, kernel_size=4, strides=2, padding=1,
-                                               in_channels=c, use_bias=False)
-            if finest_stride == 8:
-                self.score8 = nn.Conv2D(c, kernel_size=1, in_channels=128)
-                self.up16to8 = nn.Conv2DTranspose(c, kernel_size=4, strides=2, padding=1,
-                                                  in_channels=c, use_bias=False)
-            s = finest_stride  # kernel 2s, padding s/2: exactly s * n from n
-            self.upsample = nn.Conv2DTranspose(c, kernel_size=2 * s, strides=s,
-                                               padding=s // 2, in_channels=c)
-
-    def hybrid_forward(self, F, x):
-        for i in range(len(self.features)):
-            x = self.features[i](x)
-            if i + 1 == self._STRIDE8_END:
-                x8 = x                                  # (batch, 128, H/8, W/8)
-            elif i + 1 == self._STRIDE16_END:
-                x16 = x                                 # (batch, 256, H/16, W/16)
-        s = self.score(x)                               # (batch, C, H/32, W/32)
-        s = self.up32to16(s) + self.score16(x16)        # (batch, C, H/16, W/16)
-        if self.finest_stride == 8:
-            s = self.up16to8(s) + self.score8(x8)       # (batch, C, H/8, W/8)
-        return self.upsample(s)                         # (batch, C, H, W)
 
 
 def get_fcn(num_classes=21, pretrained_base=True, ctx=None, backbone_params=None,
