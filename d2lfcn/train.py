@@ -7,6 +7,7 @@ import collections
 import contextlib
 import csv
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -104,12 +105,22 @@ def train_batch(net, X, y, loss, trainer, devices, split_f=split_batch):
         # the input needs a gradient. Without this, evaluation would use the
         # initial mean 0 and variance 1 instead of the data's statistics.
         X_shard.attach_grad()
+    # amp.init_trainer(trainer) sets this (--amp); MXNet's Trainer checks the same way.
+    use_amp = getattr(trainer, '_amp_loss_scaler', None) is not None
     with autograd.record():
         pred_shards = [net(X_shard) for X_shard in X_shards]
         ls = [loss(pred_shard, y_shard)
               for pred_shard, y_shard in zip(pred_shards, y_shards)]
-    for l in ls:
-        l.backward()
+        if use_amp:
+            from mxnet.contrib import amp
+            # Scale the loss up (while recording) so that small float16
+            # gradients do not underflow; the trainer scales them back down
+            # and skips a step whose gradients overflowed.
+            with amp.scale_loss(ls, trainer) as scaled:
+                autograd.backward(scaled)
+    if not use_amp:
+        for l in ls:
+            l.backward()
     trainer.step(X.shape[0])
     accs = [pixel_accuracy(p, t) for p, t in zip(pred_shards, y_shards)]
     ctx = devices[0]
@@ -118,29 +129,31 @@ def train_batch(net, X, y, loss, trainer, devices, split_f=split_batch):
 
 
 def evaluate_segmentation(net, data_iter, devices, num_classes=21,
-                          split_f=split_batch):
+                          split_f=split_batch, reduce=None):
     """Return the FCN paper's four scores of `net` on `data_iter`, void left out.
 
     Runs in evaluation mode (outside autograd.record), so BatchNorm uses its
-    running statistics. Explained in chapters/fcn.md.
+    running statistics. `reduce(conf)`, if given, returns the sum of every
+    distributed worker's confusion matrix, each over its share of the data.
+    Explained in chapters/fcn.md.
     """
     metric = SegmentationMetric(num_classes, IGNORE_LABEL)
     for X, y in data_iter:
         X_shards, y_shards = split_f(X, y, devices)
         metric.update([net(X_shard) for X_shard in X_shards], y_shards)
-    return metric.get()
+    return segmentation_scores(metric.conf if reduce is None else reduce(metric.conf))
 
 
-def background_baseline(data_iter, num_classes=21):
+def background_baseline(data_iter, num_classes=21, reduce=None):
     """Return the scores of predicting background (class 0) for every pixel.
 
-    Explained in chapters/fcn.md.
+    `reduce` is as in `evaluate_segmentation`. Explained in chapters/fcn.md.
     """
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     for _, y in data_iter:
         y = y.asnumpy()
         conf += confusion_matrix(np.zeros_like(y), y, num_classes, IGNORE_LABEL)
-    return segmentation_scores(conf)
+    return segmentation_scores(conf if reduce is None else reduce(conf))
 
 
 def set_epoch_seed(seed, epoch):
@@ -221,17 +234,21 @@ def _train_epoch(net, train_iter, loss, trainer, devices, split_f, epoch,
 
 def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs,
                devices=None, split_f=split_batch, num_classes=21, start_epoch=0,
-               seed=None, lr_fn=None, on_epoch_end=None, progress=None):
+               seed=None, lr_fn=None, on_epoch_end=None, progress=None,
+               workers=None):
     """Train a model with multiple devices and evaluate it every epoch.
 
     D2L's train_ch13, plus: evaluation by the FCN paper's scores (test acc is
     pixel accuracy, void excluded), epochs seeded from (seed, epoch) for
     resumable runs, a per-update learning rate `lr_fn(step)`, and
     `on_epoch_end(record)` for checkpoints. A NaN or infinite loss raises
-    TrainingDiverged. Returns the list of epoch records.
+    TrainingDiverged. Returns the list of epoch records. In a distributed run
+    `workers` (see `python -m d2lfcn.train --kvstore`) averages BatchNorm
+    statistics after each epoch and sums the test scores' counts over workers.
 
     Explained in chapters/fcn.md.
     """
+    reduce = None if workers is None else workers.sum_counts
     devices = devices or try_all_gpus()
     timer, history, metric, test_acc = Timer(), [], None, float('nan')
     for epoch in range(start_epoch, num_epochs):
@@ -241,7 +258,10 @@ def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs,
         metric = _train_epoch(net, train_iter, loss, trainer, devices, split_f,
                               epoch, lr_fn, progress)
         seconds = timer.stop()
-        scores = evaluate_segmentation(net, test_iter, devices, num_classes, split_f)
+        if workers is not None:
+            workers.average_aux(net)
+        scores = evaluate_segmentation(net, test_iter, devices, num_classes, split_f,
+                                       reduce)
         test_acc = scores['pixel_acc']
         record = {'epoch': epoch + 1, 'loss': metric[0] / metric[2],
                   'train_acc': metric[1] / metric[3], 'test_acc': test_acc,
@@ -271,9 +291,12 @@ DEMO_RECIPE = dict(num_epochs=6, batch_size=16, crop_size=[128, 128], lr=0.05,
                    wd=1e-4, momentum=0.9, lr_schedule='poly', warmup_epochs=1.0,
                    out_dir=os.path.join('runs', 'demo'))
 
+ARCHS = ['fcn32s', 'fcn16s', 'fcn8s']  # d2lfcn.model.get_fcn's arch values
+
 FILES = dict(args='args.json', state='state.json', last='last.params',
              states='last.states', best='best.params', metrics='metrics.csv',
-             curves='curves.png', predictions='predictions.png')
+             curves='curves.png', predictions='predictions.png',
+             examples='examples.json')
 
 
 def _default(name):
@@ -299,7 +322,9 @@ def _parser():
         epilog='The out dir receives args.json (the resolved flags), last.params '
                'and last.states (the latest epoch), best.params (best test mIoU), '
                'state.json (what --resume reads), metrics.csv, curves.png and '
-               'predictions.png. Unless OMP_NUM_THREADS is set, d2lfcn sets it to the '
+               'predictions.png; with a distributed --kvstore, rank 0 writes these and '
+               'every worker writes worker-RANK/last.params and examples.json (the '
+               'training images it saw, per epoch). Unless OMP_NUM_THREADS is set, d2lfcn sets it to the '
                'number of cores (MXNet would use half of them).')
     a = p.add_argument
     a('--data-dir', metavar='PATH',
@@ -312,7 +337,9 @@ def _parser():
            'CPU; flags given explicitly still win')
     a('--num-epochs', type=int, metavar='N', help='epochs to train' + _default('num_epochs'))
     a('--batch-size', type=int, metavar='N',
-      help='examples per update, split over the devices' + _default('batch_size'))
+      help='examples per update, split over the devices; with a distributed '
+           '--kvstore, per worker, so an update averages over N x workers '
+           'examples' + _default('batch_size'))
     a('--crop-size', type=int, nargs=2, metavar=('H', 'W'),
       help='height and width of the training and test crops, multiples of 32'
            + _default('crop_size'))
@@ -324,6 +351,10 @@ def _parser():
            'cosine decay to 0' + _default('lr_schedule'))
     a('--warmup-epochs', type=float, metavar='E',
       help='epochs of linear learning-rate warmup' + _default('warmup_epochs'))
+    a('--arch', choices=ARCHS, default='fcn32s',
+      help="the network: D2L's FCN (fcn32s: class scores at stride 32, "
+           "upsampled 32x), or the FCN paper's fcn16s / fcn8s, which add scores "
+           'from the stride-16 (and stride-8) features (default: fcn32s)')
     a('--no-pretrained-base', action='store_true',
       help='initialise the backbone randomly instead of loading ImageNet weights '
            'from the Gluon model zoo (default: pretrained; with --demo: random)')
@@ -340,6 +371,16 @@ def _parser():
     dev.add_argument('--cpus', type=int, metavar='N',
                      help='train on N CPU contexts, splitting each batch over '
                           'them as over GPUs (default: off)')
+    a('--kvstore', choices=['device', 'local', 'dist_sync', 'dist_device_sync'],
+      default='device',
+      help="how gradients are combined: over this machine's devices, on a device "
+           '(device) or on the CPU (local); or across machines through MXNet\'s '
+           'parameter server (dist_sync, dist_device_sync), each process started '
+           'as a worker with the DMLC_* environment variables, see README '
+           "(default: device, gluon.Trainer's)")
+    a('--amp', action='store_true',
+      help="train in float16 where safe, with MXNet's automatic mixed precision "
+           'and dynamic loss scaling; needs GPUs (default: off, float32)')
     a('--num-workers', type=int, metavar='N',
       help='DataLoader worker processes (default: 0 on machines with at most '
            '2 cores, else 4)')
@@ -421,24 +462,177 @@ def _voc_dir(args):
                         '--demo') from None
 
 
-def _load_data(args, voc_dir):
-    """Return (train_iter, test_iter, test_set) over VOC-layout data."""
-    from .voc import RandomCropSampler, VOCSegDataset, get_dataloader_workers
-    workers = get_dataloader_workers() if args.num_workers is None else args.num_workers
+def _datasets(args, voc_dir):
+    """Return the whole (train_set, test_set): every worker checks all the data."""
+    from .voc import VOCSegDataset
     crop = tuple(args.crop_size)
-    train_set = VOCSegDataset(True, crop, voc_dir, args.boundary)
-    test_set = VOCSegDataset(False, crop, voc_dir, args.boundary)
-    if len(train_set) < args.batch_size:
+    return (VOCSegDataset(True, crop, voc_dir, args.boundary),
+            VOCSegDataset(False, crop, voc_dir, args.boundary))
+
+
+class _ShardBatches(gluon.data.Sampler):
+    """Batch one worker's shard of the training set; note the indices it serves.
+
+    The shard holds every num_parts-th example from part_index, as
+    VOCSegDataset(num_parts=..., part_index=...) would. Each epoch shuffles
+    it and draws crop seeds with voc.RandomCropSampler (in this process), and
+    serves as many full batches as the smallest shard fills: dist_sync
+    workers must all take the same number of steps, or they wait forever.
+    """
+
+    def __init__(self, num_examples, batch_size, num_parts=1, part_index=0):
+        from .voc import RandomCropSampler
+        self._indices = list(range(part_index, num_examples, num_parts))
+        self._sampler = RandomCropSampler(len(self._indices))
+        self._batch_size = batch_size
+        self._num_batches = num_examples // num_parts // batch_size
+        self.served = []  # dataset indices of the current epoch, in order
+
+    def __iter__(self):
+        self.served = []
+        pairs = iter(self._sampler)  # (index into the shard, crop seed)
+        for _ in range(self._num_batches):
+            batch = [(self._indices[i], seed)
+                     for i, seed in itertools.islice(pairs, self._batch_size)]
+            self.served.extend(i for i, _ in batch)
+            yield batch
+
+    def __len__(self):
+        return self._num_batches
+
+
+def _load_data(args, train_set, test_set, num_parts=1, part_index=0):
+    """Return (train_iter, test_iter, batch sampler) over one worker's shards."""
+    from .voc import get_dataloader_workers
+    workers = get_dataloader_workers() if args.num_workers is None else args.num_workers
+    batches = _ShardBatches(len(train_set), args.batch_size, num_parts, part_index)
+    if not len(batches):
+        each = f' for each of {num_parts} workers' if num_parts > 1 else ''
         raise UserError(f'--batch-size {args.batch_size}: more than the '
-                        f'{len(train_set)} training images; use a smaller one')
+                        f'{len(train_set) // num_parts} training images{each}; '
+                        'use a smaller one')
     # Crop seeds come from the main process, so runs with workers repeat too.
-    train_iter = gluon.data.DataLoader(train_set, args.batch_size,
-                                       sampler=RandomCropSampler(len(train_set)),
-                                       last_batch='discard', num_workers=workers)
-    # D2L drops the last partial test batch; d2lfcn scores every validation image.
+    train_iter = gluon.data.DataLoader(train_set, batch_sampler=batches,
+                                       num_workers=workers)
+    # D2L drops the last partial test batch; d2lfcn scores every validation
+    # image. Distributed workers each score a share and add up the counts.
+    if num_parts > 1:
+        test_set = test_set.shard(num_parts, part_index)
     test_iter = gluon.data.DataLoader(test_set, args.batch_size,
                                       last_batch='keep', num_workers=workers)
-    return train_iter, test_iter, test_set
+    return train_iter, test_iter, batches
+
+
+# MXNet's parameter server reads its topology from these (see README).
+_DMLC_ENV = ['DMLC_ROLE', 'DMLC_PS_ROOT_URI', 'DMLC_PS_ROOT_PORT', 'DMLC_NUM_SERVER',
+             'DMLC_NUM_WORKER']
+
+
+def _check_kvstore_env(args):
+    """Refuse a distributed --kvstore outside a worker process, and vice versa.
+
+    MXNet would wait forever for a scheduler that was never started.
+    """
+    role = os.environ.get('DMLC_ROLE')
+    if not args.kvstore.startswith('dist'):
+        if role == 'worker':
+            raise UserError(f'--kvstore {args.kvstore}: DMLC_ROLE=worker is set, so '
+                            'the scheduler waits for this process; pass --kvstore '
+                            'dist_sync, or unset DMLC_ROLE to train alone')
+        return
+    missing = [name for name in _DMLC_ENV if not os.environ.get(name)]
+    if missing or role != 'worker':
+        what = f"{', '.join(missing)} not set" if missing else f'DMLC_ROLE is {role}'
+        raise UserError(f'--kvstore {args.kvstore}: {what}; start each worker with '
+                        'DMLC_ROLE=worker, DMLC_PS_ROOT_URI, DMLC_PS_ROOT_PORT, '
+                        'DMLC_NUM_SERVER and DMLC_NUM_WORKER (see README), or use '
+                        '--kvstore device')
+
+
+class _Workers:
+    """The workers of a distributed run: rank, count, and sums through the kvstore."""
+
+    _FIRST_KEY = 1 << 30  # clear of the Trainer's keys 0, 1, ... (one per parameter)
+
+    def __init__(self, kv):
+        self.kv, self.rank, self.num_workers = kv, kv.rank, kv.num_workers
+        self._keys = {}
+
+    def _allreduce(self, name, array):
+        """Return the float64 sum of `array` over all workers; all must call it."""
+        value = nd.array(array, dtype='float64')
+        if name not in self._keys:
+            self._keys[name] = self._FIRST_KEY + len(self._keys)
+            self.kv.init(self._keys[name], nd.zeros_like(value))
+        self.kv.pushpull(self._keys[name], value, out=value)
+        return value.asnumpy()
+
+    def sum_counts(self, conf):
+        """Return the sum of every worker's confusion matrix (exact in float64)."""
+        return np.rint(self._allreduce('counts', conf)).astype(np.int64)
+
+    def average_aux(self, net):
+        """Set BatchNorm's running statistics to their mean over workers and devices.
+
+        The kvstore combines gradients only; running means and variances are
+        updated in each worker's forward pass from its own batches, so
+        workers' copies drift apart. Averaging them once per epoch (before
+        evaluation and checkpoints) gives every worker identical parameters
+        and statistics of all the data, as plain data parallelism would
+        (the mean of per-worker variances leaves out the spread between
+        workers' means: small for shards of one shuffled dataset).
+        """
+        aux = [p for p in net.collect_params().values() if p.grad_req == 'null']
+        local = [np.mean([d.asnumpy() for d in p.list_data()], axis=0) for p in aux]
+        flat = self._allreduce('aux', np.concatenate([a.ravel() for a in local]))
+        flat /= self.num_workers
+        for p, a in zip(aux, local):
+            p.set_data(nd.array(flat[:a.size].reshape(a.shape), dtype=p.dtype))
+            flat = flat[a.size:]
+
+
+def _join_workers(args):
+    """Create the distributed kvstore (this blocks until every node is up)."""
+    if not args.kvstore.startswith('dist'):
+        return None
+    return _Workers(mx.kv.create(args.kvstore))
+
+
+def _trainer(args, net, workers):
+    """Return SGD with the book's hyperparameters, combining gradients per --kvstore."""
+    hyper = {'learning_rate': args.lr, 'wd': args.wd, 'momentum': args.momentum}
+    if workers is None:
+        trainer = gluon.Trainer(net.collect_params(), 'sgd', hyper, kvstore=args.kvstore)
+    else:
+        # The servers add up the workers' gradients and each worker applies the
+        # same update itself: updating on the servers would keep the optimizer
+        # there, out of reach of set_learning_rate and save_states. Scaling by
+        # 1/workers makes each update the mean over all the workers' examples.
+        hyper['rescale_grad'] = 1 / workers.num_workers
+        trainer = gluon.Trainer(net.collect_params(), 'sgd', hyper, kvstore=workers.kv,
+                                update_on_kvstore=False)
+    if args.amp:
+        from mxnet.contrib import amp
+        amp.init_trainer(trainer)
+    return trainer
+
+
+def _check_amp(args, devices):
+    if args.amp and any(d.device_type != 'gpu' for d in devices):
+        why = '--cpus trains on the CPU' if args.cpus else 'MXNet sees no GPU'
+        raise UserError(f'--amp: mixed precision needs GPUs, but {why}; drop --amp')
+
+
+def _abandon(message, code):
+    """Leave a distributed run at once, with `message` as the only line.
+
+    Other workers may be waiting for this one's next gradients; MXNet's
+    orderly exit waits for all workers at a barrier, so it would never end.
+    """
+    sys.stdout.flush()
+    sys.stderr.write(message + '\n')
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _sha1(path):
@@ -570,25 +764,61 @@ def _note_changed_flags(args, out_dir):
                   f'{saved[name]} in the run being resumed')
 
 
+def _example_names(dataset, indices):
+    """Return the image names (e.g. 2007_000032) of dataset examples."""
+    return [os.path.splitext(os.path.basename(dataset.examples[i][0]))[0]
+            for i in indices]
+
+
+def _read_seen(worker_dir, epochs):
+    """Return the first `epochs` epochs of a worker's examples.json, or {}."""
+    try:
+        with open(os.path.join(worker_dir, FILES['examples'])) as f:
+            seen = json.load(f)
+        return {k: v for k, v in seen.items() if int(k) <= epochs}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _fcn(args, devices, num_classes):
+    """Build the network --arch names, after --amp swaps in float16 operators."""
+    from .model import get_fcn
+    if args.amp:
+        from mxnet.contrib import amp
+        amp.init()  # must precede building the network
+    kwargs = {} if args.arch == 'fcn32s' else {'arch': args.arch}
+    mx.random.seed(args.seed)  # every worker starts from the same weights
+    return get_fcn(num_classes, pretrained_base=not args.no_pretrained_base,
+                   ctx=devices, backbone_params=args.backbone_params, **kwargs)
+
+
 def main(argv=None):
     """Run `python -m d2lfcn.train`: see `--help`. Explained in chapters/fcn.md."""
-    from .model import get_fcn
     from .voc import VOC_CLASSES
     args = _resolve(_parser().parse_args(argv))
     devices = _devices(args)
+    _check_amp(args, devices)
+    _check_kvstore_env(args)
     out_dir = args.out_dir
     state = _read_state(out_dir) if args.resume else None
     if state is not None and state['epoch'] >= args.num_epochs:
         raise UserError(f"--resume: {out_dir} already holds {state['epoch']} epochs; "
                         'pass a larger --num-epochs to train on')
+    if state is not None and state.get('arch', 'fcn32s') != args.arch:
+        saved = state.get('arch', 'fcn32s')
+        raise UserError(f'--resume: {out_dir} holds an {saved} run, not --arch '
+                        f'{args.arch}; pass --arch {saved}, or another --out-dir')
     voc_dir = _voc_dir(args)
-    train_iter, test_iter, test_set = _load_data(args, voc_dir)
+    train_set, test_set = _datasets(args, voc_dir)
+    # A distributed worker joins the others here. From now on, every worker
+    # must run the same steps: an error on one alone would leave the rest waiting.
+    workers = _join_workers(args)
+    rank, num_parts = (workers.rank, workers.num_workers) if workers else (0, 1)
+    train_iter, test_iter, batches = _load_data(args, train_set, test_set, num_parts,
+                                                rank)
     num_classes = len(VOC_CLASSES)
-    mx.random.seed(args.seed)
-    net = get_fcn(num_classes, pretrained_base=not args.no_pretrained_base,
-                  ctx=devices, backbone_params=args.backbone_params)
-    trainer = gluon.Trainer(net.collect_params(), 'sgd', {
-        'learning_rate': args.lr, 'wd': args.wd, 'momentum': args.momentum})
+    net = _fcn(args, devices, num_classes)
+    trainer = _trainer(args, net, workers)
     if state is not None:
         _note_changed_flags(args, out_dir)
         net.load_parameters(os.path.join(out_dir, FILES['last']), ctx=devices)
@@ -598,15 +828,21 @@ def main(argv=None):
         net.hybridize()
 
     # Everything the user can get wrong is checked; now write into out_dir.
+    # Rank 0 writes the run's files; each distributed worker, its own folder.
+    is_chief = rank == 0
+    worker_dir = os.path.join(out_dir, f'worker-{rank}') if workers else None
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        os.makedirs(worker_dir or out_dir, exist_ok=True)
     except OSError as e:
         raise UserError(f'--out-dir {out_dir}: cannot create it ({e.strerror})') from None
-    if state is None and os.path.exists(os.path.join(out_dir, FILES['state'])):
-        os.remove(os.path.join(out_dir, FILES['state']))  # a fresh run replaces it
-    _write_json(os.path.join(out_dir, FILES['args']),
-                dict(vars(args), devices=[str(d) for d in devices], voc_dir=voc_dir))
-    base = background_baseline(test_iter, num_classes)
+    if is_chief:
+        if state is None and os.path.exists(os.path.join(out_dir, FILES['state'])):
+            os.remove(os.path.join(out_dir, FILES['state']))  # a fresh run replaces it
+        _write_json(os.path.join(out_dir, FILES['args']),
+                    dict(vars(args), devices=[str(d) for d in devices], voc_dir=voc_dir,
+                         dist_workers=num_parts))
+    reduce = workers.sum_counts if workers else None
+    base = background_baseline(test_iter, num_classes, reduce)
     print(f"all-background baseline: test acc {base['pixel_acc']:.3f}, "
           f"test mIoU {base['mean_iou']:.3f}")
 
@@ -614,6 +850,8 @@ def main(argv=None):
     best = dict(miou=state['best_miou'], epoch=state['best_epoch']) if state else \
         dict(miou=-1.0, epoch=0)
     num_batches = len(train_iter)
+    start = state['epoch'] if state else 0
+    seen = _read_seen(worker_dir, start) if workers and state else {}
 
     def lr_fn(step):
         return lr_at(step, args.num_epochs * num_batches, args.lr, args.lr_schedule,
@@ -625,24 +863,44 @@ def main(argv=None):
         is_best = record['test_miou'] > best['miou']  # False for NaN
         if is_best:
             best.update(miou=record['test_miou'], epoch=record['epoch'])
+        if workers:
+            seen[str(record['epoch'])] = _example_names(train_set, batches.served)
+            with _interrupts_deferred():
+                with atomic_path(os.path.join(worker_dir, FILES['last'])) as tmp:
+                    net.save_parameters(tmp)
+                _write_json(os.path.join(worker_dir, FILES['examples']), seen)
+        if not is_chief:
+            return
         with _interrupts_deferred():
             _save_checkpoint(out_dir, net, trainer, dict(
                 epoch=record['epoch'], history=history, best_miou=best['miou'],
-                best_epoch=best['epoch'], baseline=base), is_best)
+                best_epoch=best['epoch'], baseline=base, arch=args.arch), is_best)
             _write_metrics(os.path.join(out_dir, FILES['metrics']), history)
         _save_figure(plot_training_curves(history), os.path.join(out_dir, FILES['curves']))
 
-    start = state['epoch'] if state else 0
+    # Each worker shuffles and crops its shard with its own random stream;
+    # rank 0's is the single-machine run's.
+    seed = args.seed if rank == 0 else \
+        int(np.random.SeedSequence([args.seed, rank]).generate_state(1)[0])
     try:
         train_ch13(net, train_iter, test_iter, SegmentationLoss(), trainer,
                    args.num_epochs, devices, num_classes=num_classes,
-                   start_epoch=start, seed=args.seed, lr_fn=lr_fn,
-                   on_epoch_end=on_epoch_end, progress=_progress_bar())
+                   start_epoch=start, seed=seed, lr_fn=lr_fn,
+                   on_epoch_end=on_epoch_end, progress=_progress_bar(), workers=workers)
     except TrainingDiverged as e:
         kept = (f"the checkpoint of epoch {history[-1]['epoch']} in {out_dir} is kept"
                 if history else 'no checkpoint was written')
-        raise TrainingDiverged(f'{e}; {kept}; try a smaller --lr') from None
-    _save_predictions(net, test_set, devices, os.path.join(out_dir, FILES['predictions']))
+        message = f'{e}; {kept}; try a smaller --lr'
+        if workers:  # other workers may notice a step later, or never
+            _abandon(f'error: {message}', 2)
+        raise TrainingDiverged(message) from None
+    except KeyboardInterrupt:
+        if workers:
+            _abandon('interrupted', 130)
+        raise
+    if is_chief:
+        _save_predictions(net, test_set, devices,
+                          os.path.join(out_dir, FILES['predictions']))
     print(f"best test mIoU {best['miou']:.3f} (epoch {best['epoch']}, baseline "
           f"{base['mean_iou']:.3f}); saved in {out_dir}")
     return history
