@@ -17,8 +17,8 @@ side:
   * interior accuracy on the remaining non-void pixels, the parameter count,
     and the fastest epoch's training time (each run's metrics.csv has all).
 
-    /root/v/bin/python benchmarks/bench_arch.py            # full run (~10-15 min, 2 cores)
-    /root/v/bin/python benchmarks/bench_arch.py --quick    # 1 epoch, 20 images: a smoke run
+    python benchmarks/bench_arch.py            # full run (~10-15 min, 2 cores)
+    python benchmarks/bench_arch.py --quick    # 1 epoch, 20 images: a smoke run
 
 One seed, one run: differences of a point or two are within run-to-run noise.
 """
@@ -164,7 +164,7 @@ def main(argv=None):
           f'{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine '
           'makes the times noisy)\n')
     print(_table(rows, args.radius))
-    print('\nreproduce: /root/v/bin/python benchmarks/bench_arch.py '
+    print('\nreproduce: python benchmarks/bench_arch.py '
           + ' '.join(argv if argv is not None else sys.argv[1:]))
 
 

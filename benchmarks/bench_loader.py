@@ -18,8 +18,8 @@ processes too, the peak proportional set size (PSS) of the child's process
 tree sampled every 50 ms (PSS shares library pages with every other process
 mapping them, so it reads lower than RSS on a busy machine).
 
-    /root/v/bin/python benchmarks/bench_loader.py            # full run (a few minutes)
-    /root/v/bin/python benchmarks/bench_loader.py --quick    # small smoke run
+    python benchmarks/bench_loader.py            # full run (a few minutes)
+    python benchmarks/bench_loader.py --quick    # small smoke run
 
 Timings on a shared machine are noisy; compare the ratios of one run.
 """

@@ -16,8 +16,8 @@ loaded machine stretches wall time, not the work done per CPU-second).
 settings (they must be in the environment before MXNet starts) and prints
 one table.
 
-    /root/v/bin/python benchmarks/bench_train.py              # one setting
-    /root/v/bin/python benchmarks/bench_train.py --sweep      # compare settings
+    python benchmarks/bench_train.py              # one setting
+    python benchmarks/bench_train.py --sweep      # compare settings
 """
 import argparse
 import json
@@ -208,7 +208,10 @@ def training_loop_parts():
 def profile_step(step, top=12):
     """Print the operators that take the most time in one call of `step`."""
     from mxnet import nd, profiler
-    profiler.set_config(profile_all=True, aggregate_stats=True, filename=os.devnull)
+    # The profiler replaces its file when it dumps: never point it at /dev/null.
+    import tempfile
+    trace = os.path.join(tempfile.mkdtemp(prefix='bench_train'), 'profile.json')
+    profiler.set_config(profile_all=True, aggregate_stats=True, filename=trace)
     profiler.set_state('run')
     step()
     nd.waitall()
@@ -224,6 +227,7 @@ def profile_step(step, top=12):
 
 def run(args):
     """Measure one setting in this process; return a dict of results."""
+    import d2lfcn  # noqa: F401  first: it defaults OMP_NUM_THREADS before MXNet starts
     import mxnet as mx
     from mxnet import gluon, nd
     from d2lfcn.model import get_fcn
