@@ -4,6 +4,7 @@ The book-facing API is re-exported here, like `d2l.xxx`. See chapters/index.md.
 """
 import os
 import sys
+import warnings
 
 __version__ = '0.1.0'
 
@@ -23,6 +24,11 @@ except ImportError:
         raise SystemExit(2)
     raise ImportError(_MSG) from None
 
+# The commands live in re-exported modules, so `python -m d2lfcn.train` finds
+# d2lfcn.train imported already and runpy warns; running it that way is safe.
+warnings.filterwarnings('ignore', category=RuntimeWarning,
+                        message=r"'d2lfcn\.\w+' found in sys\.modules")
+
 from .utils import *      # noqa: E402,F401,F403
 from .conv import *       # noqa: E402,F401,F403
 from .model import *      # noqa: E402,F401,F403
@@ -32,5 +38,5 @@ from .metrics import *    # noqa: E402,F401,F403
 from .predict import *    # noqa: E402,F401,F403
 from .figures import *    # noqa: E402,F401,F403
 from .train import *      # noqa: E402,F401,F403
-from .diagrams import *   # noqa: E402,F401,F403
-from .classifier import * # noqa: E402,F401,F403
+from .diagrams import *    # noqa: E402,F401,F403
+from .classifier import *  # noqa: E402,F401,F403

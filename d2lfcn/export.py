@@ -2,7 +2,6 @@
 
 Explained in chapters/fcn.md.
 """
-import argparse
 import os
 import shutil
 import tempfile
@@ -10,7 +9,7 @@ import tempfile
 from mxnet import nd
 
 from .model import FCN_ARCHS, load_fcn
-from .utils import UserError, run_cli
+from .utils import ArgumentParser, UserError, run_cli
 
 __all__ = ['export_fcn']
 
@@ -46,15 +45,8 @@ def export_fcn(net, out_dir, prefix, height=320, width=480):
     return os.path.join(out_dir, names[1]), os.path.join(out_dir, names[0])
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, like every d2lfcn error."""
-
-    def error(self, message):
-        raise UserError(f'{message} (see {self.prog} --help)')
-
-
 def _parse(argv):
-    p = _Parser(
+    p = ArgumentParser(
         prog='python -m d2lfcn.export',
         description='Export trained FCN weights as an MXNet symbol file and a '
                     'params file (HybridBlock.export), loadable without d2lfcn by '

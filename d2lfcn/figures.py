@@ -2,14 +2,12 @@
 
 Explained in chapters/fcn.md and chapters/index.md.
 """
-import argparse
 import contextlib
 import csv
 import io
 import os
 import tempfile
 import time
-import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -18,14 +16,9 @@ from mxnet import nd
 
 from . import diagrams
 from .predict import label2image
-from .utils import UserError, is_fast_mode, run_cli
+from .utils import ArgumentParser, UserError, is_fast_mode, run_cli
 
 __all__ = ['show_images', 'plot_training_curves', 'plot_predictions']
-
-# d2lfcn/__init__.py re-exports this module, so `python -m d2lfcn.figures`
-# finds it imported already and runpy warns on stderr; running it is safe.
-warnings.filterwarnings('ignore', category=RuntimeWarning,
-                        message=r"'d2lfcn\.figures' found in sys\.modules")
 
 
 def _numpy(img):
@@ -115,15 +108,8 @@ DATA_FIGURES = ['voc-samples', 'training-curves', 'predictions', 'classifier-hea
 FIGURE_NAMES = list(SCHEMATICS) + DATA_FIGURES
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, like every d2lfcn error."""
-
-    def error(self, message):
-        raise UserError(f'{message} (see {self.prog} --help)')
-
-
 def _parser():
-    p = _Parser(prog='python -m d2lfcn.figures',
+    p = ArgumentParser(prog='python -m d2lfcn.figures',
                 description='Regenerate every figure the chapters show, as PNG files.')
     p.add_argument('--out-dir', default='img',
                    help='folder for the PNGs, created if needed (default: img)')

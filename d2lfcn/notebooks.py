@@ -2,12 +2,11 @@
 
 Explained in chapters/index.md.
 """
-import argparse
 import glob
 import os
 import re
 
-from .utils import UserError, atomic_path, run_cli
+from .utils import ArgumentParser, UserError, atomic_path, run_cli
 
 __all__ = ['chapter_to_notebook', 'write_notebooks']
 
@@ -92,7 +91,7 @@ def write_notebooks(chapters, out_dir):
 
 def main(argv=None):
     """Convert chapters to notebooks; see --help."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog='python -m d2lfcn.notebooks',
         description='Turn chapters/*.md into Jupyter notebooks with jupytext: python '
                     'blocks become code cells, shell commands stay text.')

@@ -2,9 +2,7 @@
 
 Explained in chapters/fcn.md.
 """
-import argparse
 import os
-import warnings
 
 import cv2
 import mxnet as mx
@@ -12,15 +10,10 @@ import numpy as np
 from mxnet import nd
 
 from .model import FCN_ARCHS, load_fcn
-from .utils import UserError, atomic_path, run_cli, try_all_gpus
+from .utils import ArgumentParser, UserError, atomic_path, run_cli, try_all_gpus
 from .voc import IGNORE_LABEL, VOC_COLORMAP, VOC_VOID_COLOR, normalize_image
 
 __all__ = ['predict', 'label2image', 'overlay']
-
-# d2lfcn/__init__.py re-exports this module, so `python -m d2lfcn.predict`
-# finds it imported already and runpy warns on stderr; running it is safe.
-warnings.filterwarnings('ignore', category=RuntimeWarning,
-                        message=r"'d2lfcn\.predict' found in sys\.modules")
 
 STRIDE = 32  # the FCN's total downsampling: inputs must be multiples of it
 
@@ -174,7 +167,7 @@ def _read_rgb(path):
 
 
 def _parse(argv):
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog='python -m d2lfcn.predict',
         description='Segment images with a trained FCN; write <stem>_label.png '
                     '(classes in VOC colours) and <stem>_overlay.png per image.')

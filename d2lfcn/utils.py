@@ -1,4 +1,5 @@
 """Share devices, timers, accumulators, atomic writes and CLI error handling."""
+import argparse
 import contextlib
 import os
 import sys
@@ -8,12 +9,19 @@ import time
 import mxnet as mx
 import numpy as np
 
-__all__ = ['UserError', 'run_cli', 'try_gpu', 'try_all_gpus', 'Timer',
+__all__ = ['UserError', 'ArgumentParser', 'run_cli', 'try_gpu', 'try_all_gpus', 'Timer',
            'Accumulator', 'atomic_path', 'default_data_dir', 'is_fast_mode']
 
 
 class UserError(Exception):
     """Signal a problem the user can fix (bad path, missing data, bad flag)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, like every d2lfcn error."""
+
+    def error(self, message):
+        raise UserError(f'{message} (see {self.prog} --help)')
 
 
 def run_cli(main, argv=None):

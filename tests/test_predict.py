@@ -270,6 +270,6 @@ def test_cli_wrong_arch_is_one_line_and_writes_nothing(tmp_path, fcn8s_run, caps
         assert err == (f'error: params file {params} holds an fcn8s, not an '
                        f'{argv[1] if argv else "fcn32s"}; pass --arch fcn8s\n')
     with pytest.raises(SystemExit) as e:
-        main([img, '--params', params, '--arch', 'fcn4s'])
+        run_cli(main, [img, '--params', params, '--arch', 'fcn4s'])
     assert e.value.code == 2 and "invalid choice: 'fcn4s'" in capsys.readouterr().err
     assert not out.exists()
