@@ -567,6 +567,26 @@ class _Workers:
         self.kv.pushpull(self._keys[name], value, out=value)
         return value.asnumpy()
 
+    def share_parameters(self, net, trainer, x):
+        """Give every worker rank 0's parameters before the first step.
+
+        The Trainer broadcasts them itself at its first step, but MXNet 1.9
+        does not order the pulls of that broadcast before the first gradient
+        sums, which go to the same kvstore keys: a worker may then start from
+        a gradient sum instead of weights. So broadcast now, and wait.
+        """
+        # Parameters whose shapes depend on the input exist after a forward
+        # pass. In training mode: an inference pass lets oneDNN keep weights
+        # in its own layout, which the kvstore cannot send; and BatchNorm
+        # changes its running statistics only in backward, so nothing moves.
+        with autograd.train_mode():
+            net(x)
+        if not trainer._kv_initialized:
+            trainer._init_kvstore()
+        if trainer._params_to_init:
+            trainer._init_params()
+        nd.waitall()
+
     def sum_counts(self, conf):
         """Return the sum of every worker's confusion matrix (exact in float64)."""
         return np.rint(self._allreduce('counts', conf)).astype(np.int64)
@@ -824,6 +844,9 @@ def main(argv=None):
         net.load_parameters(os.path.join(out_dir, FILES['last']), ctx=devices)
         trainer.load_states(os.path.join(out_dir, FILES['states']))
         print(f"resuming {out_dir} after epoch {state['epoch']}")
+    if workers:
+        h, w = args.crop_size
+        workers.share_parameters(net, trainer, nd.zeros((1, 3, h, w), ctx=devices[0]))
     if not args.no_hybridize:
         net.hybridize()
 
