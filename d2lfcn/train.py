@@ -2,7 +2,6 @@
 
 Explained in chapters/fcn.md.
 """
-import argparse
 import collections
 import contextlib
 import csv
@@ -15,26 +14,21 @@ import random
 import signal
 import sys
 import threading
-import warnings
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
 from .metrics import SegmentationMetric, confusion_matrix, segmentation_scores
-from .utils import (Accumulator, Timer, UserError, atomic_path, default_data_dir,
-                    run_cli, try_all_gpus)
+from .model import FCN_ARCHS, get_fcn
+from .utils import (Accumulator, ArgumentParser, Timer, UserError, atomic_path,
+                    default_data_dir, run_cli, try_all_gpus)
 
 __all__ = ['SegmentationLoss', 'split_batch', 'pixel_accuracy', 'train_batch',
            'evaluate_segmentation', 'background_baseline', 'set_epoch_seed',
            'lr_at', 'train_ch13']
 
 IGNORE_LABEL = 255  # VOC's void band; the same value as d2lfcn.voc.IGNORE_LABEL
-
-# d2lfcn/__init__.py re-exports this module, so `python -m d2lfcn.train`
-# finds it imported already and runpy warns on stderr; running it is safe.
-warnings.filterwarnings('ignore', category=RuntimeWarning,
-                        message=r"'d2lfcn\.train' found in sys\.modules")
 
 
 class SegmentationLoss(gluon.loss.Loss):
@@ -291,8 +285,6 @@ DEMO_RECIPE = dict(num_epochs=6, batch_size=16, crop_size=[128, 128], lr=0.05,
                    wd=1e-4, momentum=0.9, lr_schedule='poly', warmup_epochs=1.0,
                    out_dir=os.path.join('runs', 'demo'))
 
-ARCHS = ['fcn32s', 'fcn16s', 'fcn8s']  # d2lfcn.model.get_fcn's arch values
-
 FILES = dict(args='args.json', state='state.json', last='last.params',
              states='last.states', best='best.params', metrics='metrics.csv',
              curves='curves.png', predictions='predictions.png',
@@ -306,15 +298,8 @@ def _default(name):
     return f' (default: {fmt(book)}; with --demo: {fmt(demo)})'
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, like every d2lfcn error."""
-
-    def error(self, message):
-        raise UserError(f'{message} (see {self.prog} --help)')
-
-
 def _parser():
-    p = _Parser(
+    p = ArgumentParser(
         prog='python -m d2lfcn.train',
         description="Train D2L's FCN (ResNet-18 v2 backbone) for semantic "
                     'segmentation on Pascal VOC2012, or on the embedded demo '
@@ -351,7 +336,7 @@ def _parser():
            'cosine decay to 0' + _default('lr_schedule'))
     a('--warmup-epochs', type=float, metavar='E',
       help='epochs of linear learning-rate warmup' + _default('warmup_epochs'))
-    a('--arch', choices=ARCHS, default='fcn32s',
+    a('--arch', choices=FCN_ARCHS, default='fcn32s',
       help="the network: D2L's FCN (fcn32s: class scores at stride 32, "
            "upsampled 32x), or the FCN paper's fcn16s / fcn8s, which add scores "
            'from the stride-16 (and stride-8) features (default: fcn32s)')
@@ -802,14 +787,12 @@ def _read_seen(worker_dir, epochs):
 
 def _fcn(args, devices, num_classes):
     """Build the network --arch names, after --amp swaps in float16 operators."""
-    from .model import get_fcn
     if args.amp:
         from mxnet.contrib import amp
         amp.init()  # must precede building the network
-    kwargs = {} if args.arch == 'fcn32s' else {'arch': args.arch}
-    mx.random.seed(args.seed)  # every worker starts from the same weights
+    mx.random.seed(args.seed)
     return get_fcn(num_classes, pretrained_base=not args.no_pretrained_base,
-                   ctx=devices, backbone_params=args.backbone_params, **kwargs)
+                   ctx=devices, backbone_params=args.backbone_params, arch=args.arch)
 
 
 def main(argv=None):

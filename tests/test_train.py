@@ -330,22 +330,23 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(small_voc_dir, tmp_path, c
 def test_two_cpu_contexts(small_voc_dir, tmp_path, capsys, monkeypatch):
     """D2L's multi-device path (split_and_load) end to end, on two CPU contexts.
 
-    The same run also covers --boundary background, --no-hybridize and the
-    progress bar, which shows only on a terminal.
+    The same run also covers --boundary background, --no-hybridize, --kvstore
+    local and the progress bar, which shows only on a terminal.
     """
     from d2lfcn.voc import VOCSegDataset
     monkeypatch.setattr(sys.stderr, 'isatty', lambda: True)
     out = str(tmp_path / 'out')
     code, text, err = _run(['--data-dir', small_voc_dir, '--out-dir', out,
                             '--num-epochs', '1', '--cpus', '2', '--boundary', 'background',
-                            '--no-hybridize', *TINY], capsys)
+                            '--no-hybridize', '--kvstore', 'local', *TINY], capsys)
     assert code == 0
     assert re.search(r'examples/sec on \[cpu\(0\), cpu\(1\)\]$', text, re.M)
     assert 'epoch 1: ' in err and 'batch' in err  # tqdm's bar
     rows = _read_metrics(out)
     assert len(rows) == 1 and math.isfinite(float(rows[0]['loss']))
     with open(os.path.join(out, 'args.json')) as f:
-        assert json.load(f)['devices'] == ['cpu(0)', 'cpu(1)']
+        args = json.load(f)
+    assert args['devices'] == ['cpu(0)', 'cpu(1)'] and args['kvstore'] == 'local'
     # D2L's boundary: void counts as background, so predicting 0 scores more.
     labels = np.stack([y.asnumpy() for _, y in
                        VOCSegDataset(False, (64, 64), small_voc_dir, 'background')])
@@ -394,10 +395,13 @@ def test_help_names_every_flag_and_default(capsys):
     for flag in ('--data-dir', '--demo', '--num-epochs', '--batch-size', '--crop-size',
                  '--lr', '--wd', '--no-pretrained-base', '--backbone-params',
                  '--boundary', '--gpus', '--cpus', '--num-workers', '--out-dir',
-                 '--resume', '--seed', '--no-hybridize', '--lr-schedule'):
+                 '--resume', '--seed', '--no-hybridize', '--lr-schedule', '--arch',
+                 '--kvstore', '--amp'):
         assert flag in text
     for default in ('(default: 5; with --demo:', '(default: 32;', '(default: 320 480;',
-                    '(default: 0.1;', '(default: 0.001;', '(default: ignore)'):
+                    '(default: 0.1;', '(default: 0.001;', '(default: ignore)',
+                    '(default: fcn32s)', "(default: device, gluon.Trainer's)",
+                    '(default: off, float32)'):
         assert default in text
 
 
@@ -419,6 +423,9 @@ def _closed_port():
      '--batch-size 64'),
     (['--resume'], '--resume'),
     (['--out-dir', 'FILE'], '--out-dir'),
+    (['--data-dir', 'DATA', '--amp'], '--amp: mixed precision needs GPUs'),  # no GPU here
+    (['--data-dir', 'DATA', '--amp', '--cpus', '2'], '--cpus'),
+    (['--arch', 'fcn4s'], '--arch'),
     ([], '--data-dir'),   # no VOC2012 and no network: points to --data-dir and --demo
 ])
 def test_user_errors_are_one_line_and_write_nothing(argv, message, tmp_path, capsys,
@@ -485,3 +492,43 @@ def test_resume_detects_a_checkpoint_from_another_epoch(small_voc_dir, tmp_path,
     (out / 'last.params').write_bytes((out / 'best.params').read_bytes() + b'x')
     code, _, err = _run(base + ['--num-epochs', '2', '--resume'], capsys)
     assert code == 2 and err.count('\n') == 1 and 'last.params' in err
+
+
+def test_shard_batches_split_the_training_set_into_equal_disjoint_shards():
+    from d2lfcn.train import _ShardBatches
+    from d2lfcn.voc import RandomCropSampler
+    # One worker: exactly gluon's batching of the crop sampler, last batch dropped.
+    np.random.seed(5)
+    ours = list(_ShardBatches(11, 3))
+    np.random.seed(5)
+    assert ours == list(gluon.data.BatchSampler(RandomCropSampler(11), 3, 'discard'))
+    assert len(ours) == 3
+    # Two workers, 11 examples: shards of 6 and 5, but both take 2 batches of 2,
+    # or the one with more would wait forever for the other's gradients.
+    served = []
+    for rank in (0, 1):
+        sampler = _ShardBatches(11, 2, num_parts=2, part_index=rank)
+        batches = list(sampler)
+        assert len(sampler) == len(batches) == 2 and all(len(b) == 2 for b in batches)
+        indices = [i for batch in batches for i, _ in batch]
+        assert sampler.served == indices
+        assert all(i % 2 == rank for i in indices)       # its own shard only
+        served += indices
+    assert len(set(served)) == len(served) == 8
+
+
+def test_arch_is_recorded_and_resuming_keeps_it(small_voc_dir, tmp_path, capsys):
+    out = tmp_path / 'out'
+    base = ['--data-dir', small_voc_dir, '--out-dir', str(out), *TINY]
+    assert _run(base + ['--num-epochs', '1', '--arch', 'fcn16s'], capsys)[0] == 0
+    with open(out / 'args.json') as f:
+        assert json.load(f)['arch'] == 'fcn16s'
+    saved = nd.load(str(out / 'last.params'))
+    assert 'score16.weight' in saved and 'score8.weight' not in saved
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = _run(base + ['--num-epochs', '2', '--resume'], capsys)  # fcn32s
+    assert code == 2 and err.count('\n') == 1
+    assert 'an fcn16s run, not --arch fcn32s; pass --arch fcn16s' in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    code, text, _ = _run(base + ['--num-epochs', '2', '--resume', '--arch', 'fcn16s'], capsys)
+    assert code == 0 and [e[0] for e in EPOCH_LINE.findall(text)] == ['2']
