@@ -307,10 +307,11 @@ def _parser():
         epilog='The out dir receives args.json (the resolved flags), last.params '
                'and last.states (the latest epoch), best.params (best test mIoU), '
                'state.json (what --resume reads), metrics.csv, curves.png and '
-               'predictions.png; with a distributed --kvstore, rank 0 writes these and '
-               'every worker writes worker-RANK/last.params and examples.json (the '
-               'training images it saw, per epoch). Unless OMP_NUM_THREADS is set, d2lfcn sets it to the '
-               'number of cores (MXNet would use half of them).')
+               'predictions.png. With a distributed --kvstore, rank 0 writes these, '
+               'and every worker writes worker-RANK/last.params and examples.json '
+               '(the training images it saw, per epoch). Unless OMP_NUM_THREADS is '
+               'set, d2lfcn sets it to the number of cores (MXNet would use half of '
+               'them).')
     a = p.add_argument
     a('--data-dir', metavar='PATH',
       help='the VOC2012 folder, or a folder holding VOCdevkit/VOC2012 '
@@ -623,6 +624,7 @@ def _trainer(args, net, workers):
 
 
 def _check_amp(args, devices):
+    """Refuse --amp on the CPU: MXNet has no float16 CPU kernels for the FCN."""
     if args.amp and any(d.device_type != 'gpu' for d in devices):
         why = '--cpus trains on the CPU' if args.cpus else 'MXNet sees no GPU'
         raise UserError(f'--amp: mixed precision needs GPUs, but {why}; drop --amp')

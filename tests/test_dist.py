@@ -22,6 +22,7 @@ DIST_VOC = dict(num_train=8, num_val=4, min_size=64, max_size=96, small_size=64,
                 small_fraction=0.0, seed=3)
 WORKER_ARGS = ['--kvstore', 'dist_sync', '--num-epochs', '1', '--no-pretrained-base',
                '--crop-size', '64', '64', '--batch-size', '2', '--num-workers', '0']
+WORKERS = [f'worker{r}' for r in range(NUM_WORKERS)]
 
 
 @pytest.fixture(scope='module')
@@ -57,14 +58,15 @@ class _Cluster:
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.log_dir, start_new_session=True)
 
-    def wait(self, timeout):
+    def wait(self, names, timeout):
+        """Return the exit codes of processes `names`; fail the test after `timeout` s."""
         deadline = time.monotonic() + timeout
-        for name, proc in self.procs.items():
+        for name in names:
             try:
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                self.procs[name].wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 pytest.fail(f'{name} still running after {timeout} s:\n{self.log(name)}')
-        return {name: proc.returncode for name, proc in self.procs.items()}
+        return {name: self.procs[name].returncode for name in names}
 
     def log(self, name):
         with open(os.path.join(self.log_dir, f'{name}.log')) as f:
@@ -80,24 +82,34 @@ class _Cluster:
                 proc.wait()
 
 
-@pytest.fixture(scope='module')
-def dist_run(dist_voc_dir, tmp_path_factory):
-    """Train one epoch with two workers; return (out_dir, logs, seconds)."""
-    root = tmp_path_factory.mktemp('dist-run')
-    out = str(root / 'out')
+def _train_on_cluster(root, voc_dir, out, extra_args=(), servers_end=True):
+    """Run a scheduler, a server and the workers; return (exit codes, logs).
+
+    With `servers_end`, wait for the scheduler and server too: they stop on
+    their own once every worker has left MXNet in an orderly way.
+    """
     env = _dmlc_env(_free_port())
-    tic = time.monotonic()
     with _Cluster(str(root)) as cluster:
         # Importing mxnet with DMLC_ROLE=scheduler or server runs that node's loop.
         for role in ('scheduler', 'server'):
             cluster.start(role, [sys.executable, '-c', 'import mxnet'],
                           dict(env, DMLC_ROLE=role))
-        for i in range(NUM_WORKERS):
-            cluster.start(f'worker{i}', [sys.executable, '-m', 'd2lfcn.train',
-                                         '--data-dir', dist_voc_dir, '--out-dir', out,
-                                         *WORKER_ARGS], dict(env, DMLC_ROLE='worker'))
-        codes = cluster.wait(TIMEOUT)
-        logs = {name: cluster.log(name) for name in codes}
+        for name in WORKERS:
+            cluster.start(name, [sys.executable, '-m', 'd2lfcn.train', '--data-dir', voc_dir,
+                                 '--out-dir', out, *WORKER_ARGS, *extra_args],
+                          dict(env, DMLC_ROLE='worker'))
+        names = list(cluster.procs) if servers_end else WORKERS
+        codes = cluster.wait(names, TIMEOUT)
+        return codes, {name: cluster.log(name) for name in cluster.procs}
+
+
+@pytest.fixture(scope='module')
+def dist_run(dist_voc_dir, tmp_path_factory):
+    """Train one epoch with two workers; return (out_dir, logs, seconds)."""
+    root = tmp_path_factory.mktemp('dist-run')
+    out = str(root / 'out')
+    tic = time.monotonic()
+    codes, logs = _train_on_cluster(root, dist_voc_dir, out)
     seconds = time.monotonic() - tic
     assert codes == dict.fromkeys(codes, 0), logs
     print(f'distributed run: {seconds:.1f} s')  # shown with pytest -s
@@ -189,3 +201,25 @@ def test_kvstore_without_its_environment_is_one_line(role, kvstore, message, dis
     assert proc.returncode == 2
     assert proc.stderr.startswith('error: ' + message) and proc.stderr.count('\n') == 1
     assert not out.exists()
+
+
+def test_an_error_every_worker_meets_ends_the_whole_cluster(dist_voc_dir, tmp_path):
+    """Too large a batch for the shards: each worker says so, and nothing waits on."""
+    codes, logs = _train_on_cluster(tmp_path, dist_voc_dir, str(tmp_path / 'out'),
+                                    ['--batch-size', '8'])
+    assert codes == dict(scheduler=0, server=0, worker0=2, worker1=2), logs
+    for name in WORKERS:
+        assert logs[name].endswith('error: --batch-size 8: more than the 4 training '
+                                   'images for each of 2 workers; use a smaller one\n')
+
+
+def test_diverging_workers_stop_with_one_line(dist_voc_dir, tmp_path):
+    """A NaN loss may show on workers a step apart: each leaves at once, exit 2."""
+    out = tmp_path / 'out'
+    codes, logs = _train_on_cluster(tmp_path, dist_voc_dir, str(out),
+                                    ['--lr', '1e30', '--num-epochs', '2'], servers_end=False)
+    assert codes == dict(worker0=2, worker1=2), logs
+    for name in WORKERS:
+        last = logs[name].splitlines()[-1]
+        assert last.startswith('error: the loss became') and 'try a smaller --lr' in last
+    assert not (out / 'state.json').exists()
