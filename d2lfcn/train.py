@@ -6,7 +6,6 @@ import collections
 import contextlib
 import csv
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -21,6 +20,8 @@ from mxnet import autograd, gluon, nd
 
 from .metrics import SegmentationMetric, confusion_matrix, segmentation_scores
 from .model import FCN_ARCHS, get_fcn
+from .distributed import (ShardBatchSampler, abandon, check_kvstore_env,
+                          join_workers)
 from .utils import (Accumulator, ArgumentParser, Timer, UserError, atomic_path,
                     default_data_dir, run_cli, try_all_gpus)
 
@@ -456,42 +457,11 @@ def _datasets(args, voc_dir):
             VOCSegDataset(False, crop, voc_dir, args.boundary))
 
 
-class _ShardBatches(gluon.data.Sampler):
-    """Batch one worker's shard of the training set; note the indices it serves.
-
-    The shard holds every num_parts-th example from part_index, as
-    VOCSegDataset(num_parts=..., part_index=...) would. Each epoch shuffles
-    it and draws crop seeds with voc.RandomCropSampler (in this process), and
-    serves as many full batches as the smallest shard fills: dist_sync
-    workers must all take the same number of steps, or they wait forever.
-    """
-
-    def __init__(self, num_examples, batch_size, num_parts=1, part_index=0):
-        from .voc import RandomCropSampler
-        self._indices = list(range(part_index, num_examples, num_parts))
-        self._sampler = RandomCropSampler(len(self._indices))
-        self._batch_size = batch_size
-        self._num_batches = num_examples // num_parts // batch_size
-        self.served = []  # dataset indices of the current epoch, in order
-
-    def __iter__(self):
-        self.served = []
-        pairs = iter(self._sampler)  # (index into the shard, crop seed)
-        for _ in range(self._num_batches):
-            batch = [(self._indices[i], seed)
-                     for i, seed in itertools.islice(pairs, self._batch_size)]
-            self.served.extend(i for i, _ in batch)
-            yield batch
-
-    def __len__(self):
-        return self._num_batches
-
-
 def _load_data(args, train_set, test_set, num_parts=1, part_index=0):
     """Return (train_iter, test_iter, batch sampler) over one worker's shards."""
     from .voc import get_dataloader_workers
     workers = get_dataloader_workers() if args.num_workers is None else args.num_workers
-    batches = _ShardBatches(len(train_set), args.batch_size, num_parts, part_index)
+    batches = ShardBatchSampler(len(train_set), args.batch_size, num_parts, part_index)
     if not len(batches):
         each = f' for each of {num_parts} workers' if num_parts > 1 else ''
         raise UserError(f'--batch-size {args.batch_size}: more than the '
@@ -507,101 +477,6 @@ def _load_data(args, train_set, test_set, num_parts=1, part_index=0):
     test_iter = gluon.data.DataLoader(test_set, args.batch_size,
                                       last_batch='keep', num_workers=workers)
     return train_iter, test_iter, batches
-
-
-# MXNet's parameter server reads its topology from these (see README).
-_DMLC_ENV = ['DMLC_ROLE', 'DMLC_PS_ROOT_URI', 'DMLC_PS_ROOT_PORT', 'DMLC_NUM_SERVER',
-             'DMLC_NUM_WORKER']
-
-
-def _check_kvstore_env(args):
-    """Refuse a distributed --kvstore outside a worker process, and vice versa.
-
-    MXNet would wait forever for a scheduler that was never started.
-    """
-    role = os.environ.get('DMLC_ROLE')
-    if not args.kvstore.startswith('dist'):
-        if role == 'worker':
-            raise UserError(f'--kvstore {args.kvstore}: DMLC_ROLE=worker is set, so '
-                            'the scheduler waits for this process; pass --kvstore '
-                            'dist_sync, or unset DMLC_ROLE to train alone')
-        return
-    missing = [name for name in _DMLC_ENV if not os.environ.get(name)]
-    if missing or role != 'worker':
-        what = f"{', '.join(missing)} not set" if missing else f'DMLC_ROLE is {role}'
-        raise UserError(f'--kvstore {args.kvstore}: {what}; start each worker with '
-                        'DMLC_ROLE=worker, DMLC_PS_ROOT_URI, DMLC_PS_ROOT_PORT, '
-                        'DMLC_NUM_SERVER and DMLC_NUM_WORKER (see README), or use '
-                        '--kvstore device')
-
-
-class _Workers:
-    """The workers of a distributed run: rank, count, and sums through the kvstore."""
-
-    _FIRST_KEY = 1 << 30  # clear of the Trainer's keys 0, 1, ... (one per parameter)
-
-    def __init__(self, kv):
-        self.kv, self.rank, self.num_workers = kv, kv.rank, kv.num_workers
-        self._keys = {}
-
-    def _allreduce(self, name, array):
-        """Return the float64 sum of `array` over all workers; all must call it."""
-        value = nd.array(array, dtype='float64')
-        if name not in self._keys:
-            self._keys[name] = self._FIRST_KEY + len(self._keys)
-            self.kv.init(self._keys[name], nd.zeros_like(value))
-        self.kv.pushpull(self._keys[name], value, out=value)
-        return value.asnumpy()
-
-    def share_parameters(self, net, trainer, x):
-        """Give every worker rank 0's parameters before the first step.
-
-        The Trainer broadcasts them itself at its first step, but MXNet 1.9
-        does not order the pulls of that broadcast before the first gradient
-        sums, which go to the same kvstore keys: a worker may then start from
-        a gradient sum instead of weights. So broadcast now, and wait.
-        """
-        # Parameters whose shapes depend on the input exist after a forward
-        # pass. In training mode: an inference pass lets oneDNN keep weights
-        # in its own layout, which the kvstore cannot send; and BatchNorm
-        # changes its running statistics only in backward, so nothing moves.
-        with autograd.train_mode():
-            net(x)
-        if not trainer._kv_initialized:
-            trainer._init_kvstore()
-        if trainer._params_to_init:
-            trainer._init_params()
-        nd.waitall()
-
-    def sum_counts(self, conf):
-        """Return the sum of every worker's confusion matrix (exact in float64)."""
-        return np.rint(self._allreduce('counts', conf)).astype(np.int64)
-
-    def average_aux(self, net):
-        """Set BatchNorm's running statistics to their mean over workers and devices.
-
-        The kvstore combines gradients only; running means and variances are
-        updated in each worker's forward pass from its own batches, so
-        workers' copies drift apart. Averaging them once per epoch (before
-        evaluation and checkpoints) gives every worker identical parameters
-        and statistics of all the data, as plain data parallelism would
-        (the mean of per-worker variances leaves out the spread between
-        workers' means: small for shards of one shuffled dataset).
-        """
-        aux = [p for p in net.collect_params().values() if p.grad_req == 'null']
-        local = [np.mean([d.asnumpy() for d in p.list_data()], axis=0) for p in aux]
-        flat = self._allreduce('aux', np.concatenate([a.ravel() for a in local]))
-        flat /= self.num_workers
-        for p, a in zip(aux, local):
-            p.set_data(nd.array(flat[:a.size].reshape(a.shape), dtype=p.dtype))
-            flat = flat[a.size:]
-
-
-def _join_workers(args):
-    """Create the distributed kvstore (this blocks until every node is up)."""
-    if not args.kvstore.startswith('dist'):
-        return None
-    return _Workers(mx.kv.create(args.kvstore))
 
 
 def _trainer(args, net, workers):
@@ -628,18 +503,6 @@ def _check_amp(args, devices):
     if args.amp and any(d.device_type != 'gpu' for d in devices):
         why = '--cpus trains on the CPU' if args.cpus else 'MXNet sees no GPU'
         raise UserError(f'--amp: mixed precision needs GPUs, but {why}; drop --amp')
-
-
-def _abandon(message, code):
-    """Leave a distributed run at once, with `message` as the only line.
-
-    Other workers may be waiting for this one's next gradients; MXNet's
-    orderly exit waits for all workers at a barrier, so it would never end.
-    """
-    sys.stdout.flush()
-    sys.stderr.write(message + '\n')
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def _sha1(path):
@@ -803,7 +666,7 @@ def main(argv=None):
     args = _resolve(_parser().parse_args(argv))
     devices = _devices(args)
     _check_amp(args, devices)
-    _check_kvstore_env(args)
+    check_kvstore_env(args)
     out_dir = args.out_dir
     state = _read_state(out_dir) if args.resume else None
     if state is not None and state['epoch'] >= args.num_epochs:
@@ -817,7 +680,7 @@ def main(argv=None):
     train_set, test_set = _datasets(args, voc_dir)
     # A distributed worker joins the others here. From now on, every worker
     # must run the same steps: an error on one alone would leave the rest waiting.
-    workers = _join_workers(args)
+    workers = join_workers(args)
     rank, num_parts = (workers.rank, workers.num_workers) if workers else (0, 1)
     train_iter, test_iter, batches = _load_data(args, train_set, test_set, num_parts,
                                                 rank)
@@ -900,11 +763,11 @@ def main(argv=None):
                 if history else 'no checkpoint was written')
         message = f'{e}; {kept}; try a smaller --lr'
         if workers:  # other workers may notice a step later, or never
-            _abandon(f'error: {message}', 2)
+            abandon(f'error: {message}', 2)
         raise TrainingDiverged(message) from None
     except KeyboardInterrupt:
         if workers:
-            _abandon('interrupted', 130)
+            abandon('interrupted', 130)
         raise
     if is_chief:
         _save_predictions(net, test_set, devices,

@@ -495,11 +495,11 @@ def test_resume_detects_a_checkpoint_from_another_epoch(small_voc_dir, tmp_path,
 
 
 def test_shard_batches_split_the_training_set_into_equal_disjoint_shards():
-    from d2lfcn.train import _ShardBatches
+    from d2lfcn.distributed import ShardBatchSampler
     from d2lfcn.voc import RandomCropSampler
     # One worker: exactly gluon's batching of the crop sampler, last batch dropped.
     np.random.seed(5)
-    ours = list(_ShardBatches(11, 3))
+    ours = list(ShardBatchSampler(11, 3))
     np.random.seed(5)
     assert ours == list(gluon.data.BatchSampler(RandomCropSampler(11), 3, 'discard'))
     assert len(ours) == 3
@@ -507,7 +507,7 @@ def test_shard_batches_split_the_training_set_into_equal_disjoint_shards():
     # or the one with more would wait forever for the other's gradients.
     served = []
     for rank in (0, 1):
-        sampler = _ShardBatches(11, 2, num_parts=2, part_index=rank)
+        sampler = ShardBatchSampler(11, 2, num_parts=2, part_index=rank)
         batches = list(sampler)
         assert len(sampler) == len(batches) == 2 and all(len(b) == 2 for b in batches)
         indices = [i for batch in batches for i, _ in batch]
