@@ -1,0 +1,71 @@
+"""Tests for d2lfcn.utils: atomic writes, one-line CLI errors, accumulators."""
+import os
+import stat
+
+import pytest
+from mxnet import nd
+
+from d2lfcn.utils import (Accumulator, ArgumentParser, UserError, atomic_path,
+                          default_data_dir, run_cli)
+
+
+def test_atomic_path_renames_on_success_with_the_extension_kept(tmp_path):
+    target = tmp_path / 'sub' / 'weights.params'
+    with atomic_path(target) as tmp:
+        assert tmp.endswith('.params') and os.path.dirname(tmp) == str(target.parent)
+        assert not target.exists()
+        with open(tmp, 'w') as f:
+            f.write('new')
+    assert target.read_text() == 'new'
+    assert os.listdir(target.parent) == ['weights.params']
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o666 & ~umask
+
+
+def test_atomic_path_leaves_the_old_file_and_no_temp_on_failure(tmp_path):
+    target = tmp_path / 'metrics.csv'
+    target.write_text('old')
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            with open(tmp, 'w') as f:
+                f.write('half')
+            raise RuntimeError('crash mid-write')
+    assert target.read_text() == 'old'
+    assert os.listdir(tmp_path) == ['metrics.csv']
+
+
+def test_accumulator_adds_numbers_and_one_element_ndarrays():
+    acc = Accumulator(3)
+    acc.add(1, 2.5, nd.array([4.0]).sum())
+    acc.add(nd.array([0.5]), 0, 1)
+    assert acc.data == [1.5, 2.5, 5.0]
+    acc.reset()
+    assert acc[0] == acc[1] == acc[2] == 0.0
+
+
+def test_cli_errors_are_one_line_and_exit_2(capsys):
+    def main(argv):
+        p = ArgumentParser(prog='python -m d2lfcn.x')
+        p.add_argument('--n', type=int, required=True)
+        args = p.parse_args(argv)
+        if args.n < 0:
+            raise UserError('--n -1: must not be negative')
+        return args.n
+
+    assert run_cli(main, ['--n', '3']) == 3
+    for argv, message in ((['--n', 'x'], "argument --n: invalid int value: 'x'"),
+                          (['--n', '-1'], '--n -1: must not be negative'),
+                          ([], 'the following arguments are required: --n')):
+        with pytest.raises(SystemExit) as e:
+            run_cli(main, argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2
+        assert err.count('\n') == 1 and err.startswith('error: ') and message in err
+
+
+def test_default_data_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv('D2LFCN_DATA', str(tmp_path))
+    assert default_data_dir() == str(tmp_path)
+    monkeypatch.delenv('D2LFCN_DATA')
+    assert default_data_dir() == os.path.join(os.path.expanduser('~'), '.d2lfcn', 'data')
