@@ -14,18 +14,23 @@ import urllib.request
 
 from .utils import UserError
 
-__all__ = ['download', 'check_sha1', 'safe_extract']
+__all__ = ['download', 'file_sha1', 'check_sha1', 'safe_extract']
 
 _CHUNK = 1 << 20
 
 
-def check_sha1(path, sha1):
-    """Return True if the file at `path` has the hex sha1 digest `sha1`."""
+def file_sha1(path):
+    """Return the hex sha1 digest of the file at `path`, read in chunks."""
     h = hashlib.sha1()
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(_CHUNK), b''):
             h.update(chunk)
-    return h.hexdigest() == sha1.lower()
+    return h.hexdigest()
+
+
+def check_sha1(path, sha1):
+    """Return True if the file at `path` has the hex sha1 digest `sha1`."""
+    return file_sha1(path) == sha1.lower()
 
 
 def _progress(total, initial, name):

@@ -5,7 +5,6 @@ Explained in chapters/fcn.md.
 import collections
 import contextlib
 import csv
-import hashlib
 import json
 import math
 import os
@@ -18,18 +17,19 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-from .metrics import SegmentationMetric, confusion_matrix, segmentation_scores
-from .model import FCN_ARCHS, get_fcn
 from .distributed import (ShardBatchSampler, abandon, check_kvstore_env,
                           join_workers)
+from .download import file_sha1
+from .metrics import SegmentationMetric, confusion_matrix, segmentation_scores
+from .model import FCN_ARCHS, get_fcn
 from .utils import (Accumulator, ArgumentParser, Timer, UserError, atomic_path,
                     default_data_dir, run_cli, try_all_gpus)
+from .voc import IGNORE_LABEL
 
 __all__ = ['SegmentationLoss', 'split_batch', 'pixel_accuracy', 'train_batch',
            'evaluate_segmentation', 'background_baseline', 'set_epoch_seed',
            'lr_at', 'train_ch13']
 
-IGNORE_LABEL = 255  # VOC's void band; the same value as d2lfcn.voc.IGNORE_LABEL
 
 
 class SegmentationLoss(gluon.loss.Loss):
@@ -505,14 +505,6 @@ def _check_amp(args, devices):
         raise UserError(f'--amp: mixed precision needs GPUs, but {why}; drop --amp')
 
 
-def _sha1(path):
-    h = hashlib.sha1()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_json(path, obj):
     with atomic_path(path) as tmp:
         with open(tmp, 'w') as f:
@@ -535,7 +527,7 @@ def _read_state(out_dir):
                         'start afresh without --resume') from None
     for name, digest in files.items():
         fname = os.path.join(out_dir, name)
-        if not os.path.isfile(fname) or _sha1(fname) != digest:
+        if not os.path.isfile(fname) or file_sha1(fname) != digest:
             raise UserError(f'--resume: {fname} is missing or does not belong to '
                             f'epoch {epoch} recorded in {path}; start afresh '
                             'without --resume')
@@ -569,7 +561,7 @@ def _save_checkpoint(out_dir, net, trainer, state, is_best):
         path = os.path.join(out_dir, FILES[key])
         with atomic_path(path) as tmp:
             save(tmp)
-        files[FILES[key]] = _sha1(path)
+        files[FILES[key]] = file_sha1(path)
     if is_best:
         with atomic_path(os.path.join(out_dir, FILES['best'])) as tmp:
             net.save_parameters(tmp)

@@ -466,7 +466,7 @@ def test_ctrl_c_while_saving_completes_the_checkpoint(small_voc_dir, tmp_path, c
     """Ctrl-C during a save takes effect after it: the run stays resumable."""
     import signal
     from d2lfcn import train
-    real_sha1, calls = train._sha1, []
+    real_sha1, calls = train.file_sha1, []
 
     def sha1_then_interrupt(path):
         calls.append(path)
@@ -474,13 +474,13 @@ def test_ctrl_c_while_saving_completes_the_checkpoint(small_voc_dir, tmp_path, c
             os.kill(os.getpid(), signal.SIGINT)
         return real_sha1(path)
 
-    monkeypatch.setattr(train, '_sha1', sha1_then_interrupt)
+    monkeypatch.setattr(train, 'file_sha1', sha1_then_interrupt)
     out = str(tmp_path / 'out')
     base = ['--data-dir', small_voc_dir, '--out-dir', out, *TINY]
     code, _, err = _run(base + ['--num-epochs', '2'], capsys)
     assert (code, err) == (130, 'interrupted\n')
     assert [r['epoch'] for r in _read_metrics(out)] == ['1']
-    monkeypatch.setattr(train, '_sha1', real_sha1)
+    monkeypatch.setattr(train, 'file_sha1', real_sha1)
     code, text, _ = _run(base + ['--num-epochs', '2', '--resume'], capsys)
     assert code == 0 and [e[0] for e in EPOCH_LINE.findall(text)] == ['2']
 
