@@ -1,10 +1,11 @@
 """d2lfcn: Fully Convolutional Networks, Dive-into-Deep-Learning style.
 
-The book-facing API is re-exported here, like `d2l.xxx`. See chapters/index.md.
+The book-facing API is re-exported here, like `d2l.xxx`: library modules
+only. The commands (`python -m d2lfcn.train`, `predict`, `export`, `figures`,
+`notebooks`) are modules of their own, imported when run. See chapters/index.md.
 """
 import os
 import sys
-import warnings
 
 __version__ = '0.1.0'
 
@@ -24,19 +25,16 @@ except ImportError:
         raise SystemExit(2)
     raise ImportError(_MSG) from None
 
-# The commands live in re-exported modules, so `python -m d2lfcn.train` finds
-# d2lfcn.train imported already and runpy warns; running it that way is safe.
-warnings.filterwarnings('ignore', category=RuntimeWarning,
-                        message=r"'d2lfcn\.\w+' found in sys\.modules")
-
-from .utils import *      # noqa: E402,F401,F403
-from .conv import *       # noqa: E402,F401,F403
-from .model import *      # noqa: E402,F401,F403
-from .voc import *        # noqa: E402,F401,F403
-from .synthetic import *  # noqa: E402,F401,F403
-from .metrics import *    # noqa: E402,F401,F403
-from .predict import *    # noqa: E402,F401,F403
-from .figures import *    # noqa: E402,F401,F403
-from .train import *      # noqa: E402,F401,F403
+from .utils import *       # noqa: E402,F401,F403
+from .conv import *        # noqa: E402,F401,F403
+from .model import *       # noqa: E402,F401,F403
+from .voc import *         # noqa: E402,F401,F403
+from .synthetic import *   # noqa: E402,F401,F403
+from .metrics import *     # noqa: E402,F401,F403
+from .inference import *   # noqa: E402,F401,F403
+from .training import *    # noqa: E402,F401,F403
+from .runfolder import *   # noqa: E402,F401,F403
+from .recipes import *     # noqa: E402,F401,F403
+from .plotting import *    # noqa: E402,F401,F403
 from .diagrams import *    # noqa: E402,F401,F403
 from .classifier import *  # noqa: E402,F401,F403

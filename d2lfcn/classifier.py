@@ -7,7 +7,6 @@ import os
 import textwrap
 
 import cv2
-import matplotlib.pyplot as plt
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, init, nd
@@ -316,6 +315,7 @@ def plot_heatmaps(img, maps, sizes, classes, class_ids, combined=None, title=Non
     columns += list((combined or {}).items())
     img = np.asarray(img)
     h, w = img.shape[:2]
+    from matplotlib import pyplot as plt
     fig, axes = plt.subplots(len(class_ids), len(columns) + 1, squeeze=False,
                              figsize=(2 * (len(columns) + 1), 2 * len(class_ids) * h / w + 0.6))
     for r, c in enumerate(class_ids):

@@ -1,23 +1,18 @@
 """Draw the book's schematic figures: FCN layout, transposed convolutions, VOC colours.
 
-Every function returns a matplotlib Figure; `save_figure` writes one to disk.
+Every function returns a matplotlib Figure; `plotting.save_figure` writes one to disk.
 The numbers drawn come from the library (`trans_conv`, `kernel2matrix`,
 `conv_output_shape`, ...), so a figure cannot drift from the code it shows.
 Explained in chapters/index.md.
 """
-import matplotlib
-import matplotlib.cbook
-import matplotlib.patches as mpatches
-import matplotlib.pyplot as plt
 import numpy as np
 from mxnet import nd
 
 from .conv import (conv_output_shape, kernel2matrix, trans_conv,
                    transposed_conv_output_shape, upsample_bilinear)
-from .utils import atomic_path
 from .voc import VOC_CLASSES, VOC_COLORMAP, VOC_VOID_COLOR, read_voc_images
 
-__all__ = ['save_figure', 'draw_fcn_architecture', 'draw_trans_conv',
+__all__ = ['draw_fcn_architecture', 'draw_trans_conv',
            'draw_conv_as_matrix', 'draw_bilinear_upsampling', 'draw_voc_legend',
            'draw_voc_samples', 'sample_photo']
 
@@ -27,15 +22,15 @@ _PALETTE = ['#a6cee3', '#fdbf6f', '#b2df8a', '#fb9a99', '#cab2d6', '#ffff99',
 _PLAIN = '#eef3fb'
 
 
-def save_figure(fig, path, dpi=100):
-    """Write `fig` to `path` atomically and close it.
+def _plt():
+    # pyplot is imported on the first drawing, so `import d2lfcn` stays light.
+    from matplotlib import pyplot
+    return pyplot
 
-    Explained in chapters/index.md.
-    """
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches='tight', facecolor='white')
-    plt.close(fig)
-    return path
+
+def _patches():
+    from matplotlib import patches
+    return patches
 
 
 def sample_photo():
@@ -43,8 +38,9 @@ def sample_photo():
 
     Explained in chapters/transposed-conv.md.
     """
-    with matplotlib.cbook.get_sample_data('grace_hopper.jpg') as f:
-        return plt.imread(f, format='jpg')
+    from matplotlib.cbook import get_sample_data
+    with get_sample_data('grace_hopper.jpg') as f:
+        return _plt().imread(f, format='jpg')
 
 
 def _fmt(v):
@@ -65,7 +61,7 @@ def _grid(ax, values, x0, y0, colors=None, title=None, blank=None, hatch=None,
         for j in range(cols):
             crossed = hatch is not None and hatch[i][j]
             face = '#dddddd' if crossed else (colors[i][j] if colors else _PLAIN)
-            ax.add_patch(mpatches.Rectangle(
+            ax.add_patch(_patches().Rectangle(
                 (x0 + j, y0 + i), 1, 1, facecolor=face, edgecolor='#555555',
                 hatch='//' if crossed else None, linewidth=1))
             if blank is None or not blank[i][j]:
@@ -79,7 +75,7 @@ def _grid(ax, values, x0, y0, colors=None, title=None, blank=None, hatch=None,
 
 def _canvas(width, height, scale=0.55):
     """Return (fig, ax) with data units = grid cells, y pointing down."""
-    fig, ax = plt.subplots(figsize=(width * scale, height * scale))
+    fig, ax = _plt().subplots(figsize=(width * scale, height * scale))
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_aspect('equal')
@@ -190,11 +186,11 @@ def draw_conv_as_matrix(X=None, K=((1, 2), (3, 4))):
 def _box3d(ax, x, y, w, h, d, color, label=None, below=None):
     """Draw a feature map as a slab: front w x h at (x, y) and depth d receding up-right."""
     dx, dy = 0.6 * d, 0.45 * d
-    face = mpatches.Rectangle((x, y), w, h, facecolor=color, edgecolor='#333333')
-    top = mpatches.Polygon([(x, y + h), (x + dx, y + h + dy), (x + w + dx, y + h + dy),
+    face = _patches().Rectangle((x, y), w, h, facecolor=color, edgecolor='#333333')
+    top = _patches().Polygon([(x, y + h), (x + dx, y + h + dy), (x + w + dx, y + h + dy),
                             (x + w, y + h)], facecolor=color, edgecolor='#333333',
                            alpha=0.75)
-    side = mpatches.Polygon([(x + w, y), (x + w + dx, y + dy), (x + w + dx, y + h + dy),
+    side = _patches().Polygon([(x + w, y), (x + w + dx, y + dy), (x + w + dx, y + h + dy),
                              (x + w, y + h)], facecolor=color, edgecolor='#333333',
                             alpha=0.55)
     for patch in (side, top, face):
@@ -229,7 +225,7 @@ def draw_fcn_architecture(height=320, width=480, num_classes=21):
         stages.append((channels, shape))
     fh, fw = shape
     oh, ow = transposed_conv_output_shape((fh, fw), 64, strides=32, padding=16)
-    fig, ax = plt.subplots(figsize=(14, 4.4))
+    fig, ax = _plt().subplots(figsize=(14, 4.4))
     ax.set_xlim(0, 34.5)
     ax.set_ylim(-2.6, 7.0)
     ax.set_aspect('equal')
@@ -278,7 +274,7 @@ def draw_bilinear_upsampling(img=None, scale=2, zoom=(slice(170, 215), slice(175
     out = np.clip(np.round(out), 0, 255).astype(np.uint8)
     zy, zx = zoom
     big = (slice(zy.start * scale, zy.stop * scale), slice(zx.start * scale, zx.stop * scale))
-    fig, axes = plt.subplots(2, 2, figsize=(6, 6.4))
+    fig, axes = _plt().subplots(2, 2, figsize=(6, 6.4))
     panels = [(img, f'input {img.shape[0]} x {img.shape[1]}'),
               (out, f'transposed conv, stride {scale}: {out.shape[0]} x {out.shape[1]}'),
               (img[zy, zx], 'input, zoomed'), (out[big], 'output, same region')]
@@ -299,13 +295,13 @@ def draw_voc_legend():
     entries.append((255, 'void', VOC_VOID_COLOR))  # the band around objects
     cols = 3
     rows = -(-len(entries) // cols)
-    fig, ax = plt.subplots(figsize=(11, 0.42 * rows + 0.3))
+    fig, ax = _plt().subplots(figsize=(11, 0.42 * rows + 0.3))
     ax.set_xlim(0, cols)
     ax.set_ylim(rows, 0)
     ax.axis('off')
     for n, (index, name, rgb) in enumerate(entries):
         c, r = divmod(n, rows)
-        ax.add_patch(mpatches.Rectangle((c + 0.02, r + 0.12), 0.12, 0.76,
+        ax.add_patch(_patches().Rectangle((c + 0.02, r + 0.12), 0.12, 0.76,
                                         facecolor=np.array(rgb) / 255,
                                         edgecolor='#555555'))
         ax.text(c + 0.17, r + 0.5, f'{index:>3}  {name}', va='center', fontsize=10,
@@ -331,7 +327,7 @@ def draw_voc_samples(voc_dir, num=4, is_train=True):
     features, labels = read_voc_images(voc_dir, is_train, max_images=num)
     features = [f.asnumpy() for f in features]
     labels = [y.asnumpy() for y in labels]
-    fig, axes = plt.subplots(3, len(features), figsize=(2.2 * len(features), 5.6),
+    fig, axes = _plt().subplots(3, len(features), figsize=(2.2 * len(features), 5.6),
                              squeeze=False)
     rows = [('image', features), ('label', labels),
             ('overlay', [_blend(f, y) for f, y in zip(features, labels)])]

@@ -1,50 +1,17 @@
-"""Train on several machines: shards, the parameter server, shared statistics.
+"""Train on several machines: the parameter server's workers and their shared sums.
 
 Explained in README.md (Training on several machines) and chapters/fcn.md.
 """
-import itertools
 import os
 import sys
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon, nd
+from mxnet import autograd, nd
 
 from .utils import UserError
 
-__all__ = ['ShardBatchSampler', 'DMLC_ENV', 'check_kvstore_env', 'Workers',
-           'join_workers', 'abandon']
-
-
-class ShardBatchSampler(gluon.data.Sampler):
-    """Batch one worker's shard of the training set; note the indices it serves.
-
-    The shard holds every num_parts-th example from part_index, as
-    VOCSegDataset(num_parts=..., part_index=...) would. Each epoch shuffles
-    it and draws crop seeds with voc.RandomCropSampler (in this process), and
-    serves as many full batches as the smallest shard fills: dist_sync
-    workers must all take the same number of steps, or they wait forever.
-    """
-
-    def __init__(self, num_examples, batch_size, num_parts=1, part_index=0):
-        from .voc import RandomCropSampler
-        self._indices = list(range(part_index, num_examples, num_parts))
-        self._sampler = RandomCropSampler(len(self._indices))
-        self._batch_size = batch_size
-        self._num_batches = num_examples // num_parts // batch_size
-        self.served = []  # dataset indices of the current epoch, in order
-
-    def __iter__(self):
-        self.served = []
-        pairs = iter(self._sampler)  # (index into the shard, crop seed)
-        for _ in range(self._num_batches):
-            batch = [(self._indices[i], seed)
-                     for i, seed in itertools.islice(pairs, self._batch_size)]
-            self.served.extend(i for i, _ in batch)
-            yield batch
-
-    def __len__(self):
-        return self._num_batches
+__all__ = ['DMLC_ENV', 'check_kvstore_env', 'Workers', 'join_workers', 'abandon']
 
 
 # MXNet's parameter server reads its topology from these (see README).
@@ -52,22 +19,22 @@ DMLC_ENV = ['DMLC_ROLE', 'DMLC_PS_ROOT_URI', 'DMLC_PS_ROOT_PORT', 'DMLC_NUM_SERV
              'DMLC_NUM_WORKER']
 
 
-def check_kvstore_env(args):
+def check_kvstore_env(kvstore):
     """Refuse a distributed --kvstore outside a worker process, and vice versa.
 
     MXNet would wait forever for a scheduler that was never started.
     """
     role = os.environ.get('DMLC_ROLE')
-    if not args.kvstore.startswith('dist'):
+    if not kvstore.startswith('dist'):
         if role == 'worker':
-            raise UserError(f'--kvstore {args.kvstore}: DMLC_ROLE=worker is set, so '
+            raise UserError(f'--kvstore {kvstore}: DMLC_ROLE=worker is set, so '
                             'the scheduler waits for this process; pass --kvstore '
                             'dist_sync, or unset DMLC_ROLE to train alone')
         return
     missing = [name for name in DMLC_ENV if not os.environ.get(name)]
     if missing or role != 'worker':
         what = f"{', '.join(missing)} not set" if missing else f'DMLC_ROLE is {role}'
-        raise UserError(f'--kvstore {args.kvstore}: {what}; start each worker with '
+        raise UserError(f'--kvstore {kvstore}: {what}; start each worker with '
                         'DMLC_ROLE=worker, DMLC_PS_ROOT_URI, DMLC_PS_ROOT_PORT, '
                         'DMLC_NUM_SERVER and DMLC_NUM_WORKER (see README), or use '
                         '--kvstore device')
@@ -135,11 +102,11 @@ class Workers:
             flat = flat[a.size:]
 
 
-def join_workers(args):
+def join_workers(kvstore):
     """Create the distributed kvstore (this blocks until every node is up)."""
-    if not args.kvstore.startswith('dist'):
+    if not kvstore.startswith('dist'):
         return None
-    return Workers(mx.kv.create(args.kvstore))
+    return Workers(mx.kv.create(kvstore))
 
 
 def abandon(message, code):

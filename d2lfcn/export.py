@@ -8,12 +8,10 @@ import tempfile
 
 from mxnet import nd
 
-from .model import FCN_ARCHS, load_fcn
+from .model import FCN_ARCHS, STRIDE, load_fcn
 from .utils import ArgumentParser, UserError, run_cli
 
 __all__ = ['export_fcn']
-
-STRIDE = 32  # inputs must be multiples of the FCN's total downsampling
 
 
 def export_fcn(net, out_dir, prefix, height=320, width=480):
@@ -64,11 +62,11 @@ def _parse(argv):
       help='folder for <prefix>-symbol.json and <prefix>-0000.params, created if '
            'needed (required)')
     a('--arch', choices=FCN_ARCHS,
-      help='the network the weights belong to (default: the arch in the args.json '
-           "next to --params, else fcn32s, D2L's FCN)")
+      help="the network the weights must hold: fcn32s (D2L's FCN), fcn16s or "
+           'fcn8s (default: the one they hold)')
     a('--num-classes', type=int,
-      help='classes the weights were trained for (default: the value in the '
-           'args.json next to --params, else 21 for VOC)')
+      help='classes the weights must score (default: as many as they score, '
+           '21 for VOC)')
     a('--height', type=int, default=320,
       help='height of the input the graph is traced on, a multiple of 32; the '
            'exported graph accepts other sizes too (default: 320)')

@@ -1,6 +1,6 @@
-"""Draw figures: image grids, training curves, D2L's prediction grid; `python -m d2lfcn.figures`.
+"""Regenerate every figure the chapters show: `python -m d2lfcn.figures`.
 
-Explained in chapters/fcn.md and chapters/index.md.
+Explained in chapters/index.md.
 """
 import contextlib
 import csv
@@ -9,89 +9,9 @@ import os
 import tempfile
 import time
 
-import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from mxnet import nd
-
 from . import diagrams
-from .predict import label2image
+from .plotting import plot_predictions, plot_training_curves, save_figure
 from .utils import ArgumentParser, UserError, is_fast_mode, run_cli
-
-__all__ = ['show_images', 'plot_training_curves', 'plot_predictions']
-
-
-def _numpy(img):
-    return img.asnumpy() if isinstance(img, nd.NDArray) else np.asarray(img)
-
-
-def _draw_images(axes, imgs, titles=None):
-    """Show one image per axes, without ticks; 2-D label maps are coloured."""
-    for i, (ax, img) in enumerate(zip(axes, imgs)):
-        img = _numpy(img)
-        if img.ndim == 2:
-            img = label2image(img)
-        # Nearest: each label pixel keeps its exact class colour on screen.
-        ax.imshow(img, interpolation='nearest')
-        ax.axes.get_xaxis().set_visible(False)
-        ax.axes.get_yaxis().set_visible(False)
-        if titles:
-            ax.set_title(titles[i])
-    return axes
-
-
-def show_images(imgs, num_rows, num_cols, titles=None, scale=1.5):
-    """Plot a list of images (D2L's show_images).
-
-    Explained in chapters/fcn.md.
-    """
-    from matplotlib import pyplot as plt
-    figsize = (num_cols * scale, num_rows * scale)
-    _, axes = plt.subplots(num_rows, num_cols, figsize=figsize, squeeze=False)
-    return _draw_images(axes.flatten(), imgs, titles)
-
-
-def plot_training_curves(history):
-    """Return a Figure of loss, train acc, test acc and test mIoU per epoch.
-
-    `history` is a list of dicts with keys epoch, loss, train_acc, test_acc
-    and test_miou (what d2lfcn.train records). Explained in chapters/fcn.md.
-    """
-    fig = Figure(figsize=(3.5, 2.5))
-    ax = fig.add_subplot()
-    epochs = [r['epoch'] for r in history]
-    for key, label, fmt in (('loss', 'train loss', 'b-'), ('train_acc', 'train acc', 'm--'),
-                            ('test_acc', 'test acc', 'g-.'), ('test_miou', 'test mIoU', 'r:')):
-        ax.plot(epochs, [r[key] for r in history], fmt, label=label,
-                marker='o' if len(history) < 3 else None, markersize=3)
-    ax.set_xlabel('epoch')
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if epochs:
-        ax.set_xlim(min(epochs) - 0.5 if len(epochs) == 1 else min(epochs),
-                    max(epochs) + 0.5 if len(epochs) == 1 else max(epochs))
-    ax.grid(True)
-    ax.legend(fontsize='small')
-    fig.tight_layout()
-    return fig
-
-
-def plot_predictions(imgs, preds, labels, scale=2):
-    """Return D2L's grid: images on top, predicted label maps, then ground truth.
-
-    `imgs` are (H, W, 3) images (floats in [0, 1] or uint8); `preds` and
-    `labels` are (H, W) class-id maps (coloured with VOC's palette) or colour
-    images. Explained in chapters/fcn.md.
-    """
-    n = len(imgs)
-    fig = Figure(figsize=(n * scale, 3 * scale))
-    axes = fig.subplots(3, n, squeeze=False)
-    _draw_images(axes.flatten(), list(imgs) + list(preds) + list(labels))
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.98,
-                        wspace=0.05, hspace=0.05)
-    return fig
-
-
-# ------------------------------------------------ python -m d2lfcn.figures
 
 # Figures drawn from nothing but the library: name -> function returning a Figure.
 SCHEMATICS = {
@@ -145,28 +65,27 @@ def _read_history(params):
 
 def _demo_run(voc_dir, run_dir, fast):
     """Train the demo FCN into `run_dir`; return its best parameters' path."""
-    from . import train
-    argv = ['--demo', '--data-dir', voc_dir, '--out-dir', run_dir]
+    from .recipes import fit, recipe
+    flags = dict(data_dir=voc_dir, out_dir=run_dir)
     if fast:
-        argv += ['--num-epochs', '1', '--crop-size', '64', '64', '--batch-size', '4',
-                 '--warmup-epochs', '0']
+        flags.update(num_epochs=1, crop_size=[64, 64], batch_size=4, warmup_epochs=0)
     print('training the demo FCN for the training-curve and prediction figures ...',
           flush=True)
     with contextlib.redirect_stdout(io.StringIO()) if fast else contextlib.nullcontext():
-        train.main(argv)
+        fit(recipe(demo=True, **flags))
     best = os.path.join(run_dir, 'best.params')
     return best if os.path.isfile(best) else os.path.join(run_dir, 'last.params')
 
 
 def _prediction_figure(params, voc_dir, num=4):
     """Draw D2L's 3 x 4 grid for whole validation images: images, predictions, truth."""
+    from .inference import predict_image
     from .model import load_fcn
-    from .predict import predict
     from .voc import read_voc_images
-    net = load_fcn(params)  # the arch and classes of the run; UserError if unfit
+    net = load_fcn(params)  # the arch and classes the weights hold
     features, labels = read_voc_images(voc_dir, False, max_images=num)
     imgs = [f.asnumpy() for f in features]
-    preds = [predict(net, img) for img in imgs]
+    preds = [predict_image(net, img) for img in imgs]
     return plot_predictions(imgs, preds, [y.asnumpy() for y in labels])
 
 
@@ -218,7 +137,7 @@ def main(argv=None):
         for name in wanted:
             start = time.time()
             fig = _draw(name, voc_dir, params, fast)
-            path = diagrams.save_figure(fig, os.path.join(args.out_dir, name + '.png'), args.dpi)
+            path = save_figure(fig, os.path.join(args.out_dir, name + '.png'), args.dpi)
             print(f'{path} ({time.time() - start:.1f} s)', flush=True)
 
 

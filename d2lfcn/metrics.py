@@ -3,15 +3,11 @@
 Explained in chapters/fcn.md.
 """
 import numpy as np
-from mxnet import nd
+
+from .utils import to_numpy
 
 __all__ = ['confusion_matrix', 'class_iou', 'segmentation_scores',
            'SegmentationMetric']
-
-
-def _numpy(x):
-    """Return `x` (NDArray, numpy array or list) as a numpy array."""
-    return x.asnumpy() if isinstance(x, nd.NDArray) else np.asarray(x)
 
 
 def confusion_matrix(pred, label, num_classes, ignore_label=255):
@@ -22,8 +18,8 @@ def confusion_matrix(pred, label, num_classes, ignore_label=255):
     0..num_classes-1 (VOC's void boundary, padding) are left out.
     Explained in chapters/fcn.md.
     """
-    pred = _numpy(pred).astype(np.int64).ravel()
-    label = _numpy(label).astype(np.int64).ravel()
+    pred = to_numpy(pred).astype(np.int64).ravel()
+    label = to_numpy(label).astype(np.int64).ravel()
     if pred.shape != label.shape:
         raise ValueError(f'pred has {pred.size} pixels but label has {label.size}')
     keep = (label >= 0) & (label < num_classes) & (label != ignore_label)

@@ -4,7 +4,6 @@ Explained in chapters/fcn.md and chapters/transposed-conv.md.
 """
 import contextlib
 import io
-import json
 import os
 
 import mxnet as mx
@@ -15,10 +14,11 @@ from mxnet.gluon.model_zoo import model_store, vision
 
 from .utils import UserError
 
-__all__ = ['bilinear_kernel', 'FCN', 'SkipFCN', 'FCN_ARCHS', 'get_fcn',
+__all__ = ['bilinear_kernel', 'FCN', 'SkipFCN', 'FCN_ARCHS', 'STRIDE', 'get_fcn',
            'backbone_file', 'load_fcn']
 
 BACKBONE = 'resnet18_v2'
+STRIDE = 32  # the FCN's total downsampling: whole inputs must be multiples of it
 FCN_ARCHS = ('fcn32s', 'fcn16s', 'fcn8s')
 _FINEST_STRIDE = {'fcn32s': 32, 'fcn16s': 16, 'fcn8s': 8}  # finest scores fused
 
@@ -147,7 +147,7 @@ def _pretrained_file():
         with contextlib.redirect_stdout(io.StringIO()):
             return model_store.get_model_file(BACKBONE, root=root)
     except Exception as e:  # network, HTTP, zip and hash errors all end here
-        reason = type(e).__name__
+        reason = _first_line(e)
         raise UserError(
             f'cannot download the pretrained {BACKBONE} weights ({reason}); '
             f'put the file at {path}, or pass '
@@ -162,9 +162,8 @@ def _load_backbone(net, path, ctx):
     try:
         net.load_parameters(path, ctx=ctx)
     except (mx.base.MXNetError, AssertionError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f'backbone params file {path} is not a valid '
-                        f'{BACKBONE} .params file: {first[:200]}') from None
+                        f'{BACKBONE} .params file: {_first_line(e)}') from None
 
 
 def get_fcn(num_classes=21, pretrained_base=True, ctx=None, backbone_params=None,
@@ -236,37 +235,6 @@ def _arch_of(saved):
     return 'fcn16s' if 'score16.weight' in saved else 'fcn32s'
 
 
-def _run_args(params):
-    """Return the args.json `python -m d2lfcn.train` wrote next to `params`, or {}."""
-    path = os.path.join(os.path.dirname(os.path.abspath(params)), 'args.json')
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-        if not isinstance(saved, dict):
-            raise ValueError
-    except (OSError, ValueError):
-        raise UserError(f'{path} (next to the params file) is unreadable; fix or remove '
-                        'it, or pass --arch and --num-classes') from None
-    return saved
-
-
-def _run_defaults(params, arch, num_classes):
-    """Fill arch and num_classes left as None from args.json, else fcn32s and 21."""
-    run = _run_args(params)
-    where = f'args.json next to {params}'
-    if arch is None:
-        arch = run.get('arch', 'fcn32s')
-        if arch not in FCN_ARCHS:
-            raise UserError(f'{where} names an unknown arch {arch!r}; pass --arch')
-    if num_classes is None:
-        num_classes = run.get('num_classes', 21)
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise UserError(f'{where} names {num_classes!r} classes; pass --num-classes')
-    return arch, num_classes
-
-
 def load_fcn(params, arch=None, num_classes=None, ctx=None):
     """Return the FCN whose weights `params` holds, ready to predict.
 
@@ -276,41 +244,50 @@ def load_fcn(params, arch=None, num_classes=None, ctx=None):
         A .params file saved by `net.save_parameters` (e.g. best.params of
         `python -m d2lfcn.train`).
     arch : 'fcn32s', 'fcn16s' or 'fcn8s', optional
-        Default: the 'arch' in the args.json next to `params`, else 'fcn32s'.
+        Default: the arch whose layers the file holds.
     num_classes : int, optional
-        Default: the 'num_classes' in that args.json, else 21.
+        Default: the number of score maps the file's class scorer has.
     ctx : Context or list of Context, optional
         Where the parameters go; default cpu().
 
-    A missing or corrupt file, or one holding another arch or class count,
-    raises UserError naming the file and the flag to pass.
+    A missing or corrupt file, or one holding another arch or class count
+    than asked for, raises UserError naming the file and the flag to pass.
     Explained in chapters/fcn.md.
     """
     params = os.fspath(params)
     if not os.path.isfile(params):
-        raise UserError(f'params file {params} does not exist; pass --params with '
+        what = 'is a folder' if os.path.isdir(params) else 'does not exist'
+        raise UserError(f'params file {params} {what}; pass --params with '
                         f'the .params file written by python -m d2lfcn.train')
-    if arch is None or num_classes is None:
-        arch, num_classes = _run_defaults(params, arch, num_classes)
     try:
         saved = nd.load(params)
-    except mx.base.MXNetError:
+    except mx.base.MXNetError as e:
         raise UserError(f'params file {params} is corrupt or not an MXNet '
-                        '.params file') from None
+                        f'.params file ({_first_line(e)})') from None
     score = saved.get('score.weight') if isinstance(saved, dict) else None
     if score is None:
         raise UserError(f'params file {params} does not hold an FCN (no score.weight)')
-    if _arch_of(saved) != arch:
+    if arch is not None and _arch_of(saved) != arch:
         raise UserError(f'params file {params} holds an {_arch_of(saved)}, not an '
                         f'{arch}; pass --arch {_arch_of(saved)}')
-    if score.shape[0] != num_classes:
+    if num_classes is not None and score.shape[0] != num_classes:
         raise UserError(f'params file {params} is for {score.shape[0]} classes, not '
                         f'{num_classes}; pass --num-classes {score.shape[0]}')
+    arch, num_classes = _arch_of(saved), score.shape[0]
     net = get_fcn(num_classes, pretrained_base=False, ctx=ctx, arch=arch)
     try:
         net.load_parameters(params, ctx=ctx)
     except (mx.base.MXNetError, AssertionError, ValueError, KeyError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f'params file {params} does not fit the {arch}: '
-                        f'{first[:200]}') from None
+                        f'{_first_line(e)}') from None
     return net
+
+
+def _first_line(e):
+    """Return the first meaningful line of an exception's message, shortened."""
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    # MXNet's messages start with a C++ location ("[12:00:00] src/...: "); drop it.
+    text = lines[0] if lines else type(e).__name__
+    if text.startswith('[') and '] ' in text:
+        text = text.split('] ', 1)[1]
+    return text[:200]

@@ -2,15 +2,17 @@
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 
 import mxnet as mx
 import numpy as np
 
-__all__ = ['UserError', 'ArgumentParser', 'run_cli', 'try_gpu', 'try_all_gpus', 'Timer',
-           'Accumulator', 'atomic_path', 'default_data_dir', 'is_fast_mode']
+__all__ = ['UserError', 'Terminated', 'ArgumentParser', 'run_cli', 'try_gpu',
+           'try_all_gpus', 'Timer', 'Accumulator', 'atomic_path', 'default_data_dir', 'is_fast_mode', 'to_numpy']
 
 
 class UserError(Exception):
@@ -24,8 +26,22 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f'{message} (see {self.prog} --help)')
 
 
+class Terminated(BaseException):
+    """Signal that the process received SIGTERM (what `kill` and schedulers send)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def run_cli(main, argv=None):
-    """Run `main(argv)`; a `UserError` becomes one line on stderr and exit 2."""
+    """Run `main(argv)`; a `UserError` becomes one line on stderr and exit 2.
+
+    SIGTERM stops the command like Ctrl-C does: `finally` blocks and atomic
+    writes clean up, and the exit code is 143 (130 for Ctrl-C).
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return main(argv)
     except UserError as e:
@@ -34,6 +50,9 @@ def run_cli(main, argv=None):
     except KeyboardInterrupt:
         sys.stderr.write('interrupted\n')
         raise SystemExit(130)
+    except Terminated:
+        sys.stderr.write('terminated\n')
+        raise SystemExit(143)
 
 
 def try_gpu(i=0):
@@ -128,3 +147,8 @@ def default_data_dir():
 def is_fast_mode():
     """Return True when D2LFCN_FAST=1 asks chapters and figures for small sizes."""
     return os.environ.get('D2LFCN_FAST', '0') not in ('', '0')
+
+
+def to_numpy(x):
+    """Return `x` (NDArray, numpy array or list) as a numpy array."""
+    return x.asnumpy() if isinstance(x, mx.nd.NDArray) else np.asarray(x)

@@ -2,6 +2,8 @@
 
 Explained in chapters/semantic-segmentation-and-dataset.md.
 """
+import copy
+import itertools
 import os
 import random
 
@@ -18,7 +20,7 @@ __all__ = ['VOC_CLASSES', 'VOC_COLORMAP', 'VOC_VOID_COLOR', 'IGNORE_LABEL',
            'download_voc2012', 'find_voc_dir', 'read_voc_images', 'read_voc_label',
            'voc_colormap2label', 'voc_label_indices', 'voc_rand_crop',
            'normalize_image', 'VOCSegDataset', 'get_dataloader_workers',
-           'load_data_voc', 'RandomCropSampler']
+           'load_data_voc', 'RandomCropSampler', 'ShardBatchSampler', 'voc_loaders']
 
 VOC_CLASSES = ['background', 'aeroplane', 'bicycle', 'bird', 'boat',
                'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
@@ -351,16 +353,15 @@ class VOCSegDataset(gluon.data.Dataset):
     is_train : bool
         True reads train.txt with random crops; False reads val.txt with
         centred crops (D2L crops its test set at random; ours is deterministic).
-    crop_size : (int, int) or int
+    crop_size : (int, int) or int or None
         (height, width) of every example; smaller images are dropped, as in D2L.
+        None keeps every image whole (for whole-image evaluation; items then
+        differ in size, so load them one at a time).
     voc_dir : str
         The VOC2012 folder (or a folder holding VOCdevkit/VOC2012).
     boundary : {'ignore', 'background'}
         'ignore' keeps void pixels as 255 for the loss and metrics to skip;
         'background' turns them into 0, exactly as D2L's colour decoding does.
-    num_parts, part_index : int
-        Keep only every num_parts-th example starting at part_index (a shard
-        for one of several distributed workers).
 
     Items are (feature, label): a (3, h, w) float32 NDArray normalised with
     ImageNet mean/std and an (h, w) float32 NDArray of class ids.
@@ -368,14 +369,13 @@ class VOCSegDataset(gluon.data.Dataset):
     Explained in chapters/semantic-segmentation-and-dataset.md.
     """
 
-    def __init__(self, is_train, crop_size, voc_dir, boundary='ignore',
-                 num_parts=1, part_index=0):
+    def __init__(self, is_train, crop_size, voc_dir, boundary='ignore'):
         if boundary not in ('ignore', 'background'):
             raise ValueError(f"boundary must be 'ignore' or 'background', not {boundary!r}")
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
         self.is_train = is_train
-        self.crop_size = tuple(int(s) for s in crop_size)
+        self.crop_size = None if crop_size is None else tuple(int(s) for s in crop_size)
         self.boundary = boundary
         self.rgb_mean = nd.array(RGB_MEAN)
         self.rgb_std = nd.array(RGB_STD)
@@ -389,8 +389,19 @@ class VOCSegDataset(gluon.data.Dataset):
             raise UserError(f'{split}: every image is smaller than the crop '
                             f'{self.crop_size[0]}x{self.crop_size[1]} (height x width); '
                             'use a smaller crop size')
-        self.examples = self.examples[part_index::num_parts]
-        print('read ' + str(len(self.examples)) + ' examples')
+        what = ' examples' if self.crop_size else ' whole images'
+        print('read ' + str(len(self.examples)) + what)
+
+    def with_crop(self, crop_size):
+        """Return this dataset with another crop size (smaller images dropped)."""
+        other = copy.copy(self)
+        other.crop_size = tuple(int(s) for s in crop_size)
+        other.examples = other.filter(self.examples)
+        if not other.examples:
+            raise UserError(f'every image is smaller than the crop {crop_size[0]}x'
+                            f'{crop_size[1]} (height x width); use a smaller crop size')
+        print('read ' + str(len(other.examples)) + ' examples')
+        return other
 
     def normalize_image(self, img):
         """Normalise an (H, W, 3) RGB uint8 image as the dataset does."""
@@ -398,6 +409,8 @@ class VOCSegDataset(gluon.data.Dataset):
 
     def filter(self, examples):
         """Keep the examples at least as large as the crop."""
+        if self.crop_size is None:
+            return examples
         crop_h, crop_w = self.crop_size
         return [e for e in examples if e[2] >= crop_h and e[3] >= crop_w]
 
@@ -408,7 +421,7 @@ class VOCSegDataset(gluon.data.Dataset):
             idx, seed = idx
             rng = random.Random(seed)
         jpg, png, height, width = self.examples[idx]
-        crop_h, crop_w = self.crop_size
+        crop_h, crop_w = self.crop_size or (height, width)
         y, x = _crop_origin(height, width, crop_h, crop_w, self.is_train, rng)
         bgr = _read_bgr(jpg)[y:y + crop_h, x:x + crop_w]         # (h, w, 3)
         label = read_voc_label(png)[y:y + crop_h, x:x + crop_w]  # (h, w)
@@ -432,6 +445,69 @@ def get_dataloader_workers():
     return 0 if (os.cpu_count() or 1) <= 2 else 4
 
 
+class ShardBatchSampler(gluon.data.Sampler):
+    """Batch one worker's shard of the training set; note the indices it serves.
+
+    The shard holds every num_parts-th example from part_index. Each epoch
+    shuffles it and draws crop seeds with `RandomCropSampler` (in this
+    process), and serves as many full batches as the smallest shard fills:
+    distributed workers must all take the same number of steps, or they wait
+    for each other forever. With one part it batches like D2L's loader
+    (shuffled, last partial batch dropped).
+
+    Explained in chapters/semantic-segmentation-and-dataset.md.
+    """
+
+    def __init__(self, num_examples, batch_size, num_parts=1, part_index=0):
+        self._indices = list(range(part_index, num_examples, num_parts))
+        self._sampler = RandomCropSampler(len(self._indices))
+        self._batch_size = batch_size
+        self._num_batches = num_examples // num_parts // batch_size
+        self.served = []  # dataset indices of the current epoch, in order
+
+    def __iter__(self):
+        self.served = []
+        pairs = iter(self._sampler)  # (index into the shard, crop seed)
+        for _ in range(self._num_batches):
+            batch = [(self._indices[i], seed)
+                     for i, seed in itertools.islice(pairs, self._batch_size)]
+            self.served.extend(i for i, _ in batch)
+            yield batch
+
+    def __len__(self):
+        return self._num_batches
+
+
+def voc_loaders(train_set, test_set, batch_size, num_workers=None, num_parts=1,
+                part_index=0):
+    """Return (train_iter, test_iter) over one worker's shards of the two datasets.
+
+    The training loader serves `ShardBatchSampler` batches (every worker the
+    same number); the test loader keeps its last partial batch. `train_iter`
+    has a `batch_sampler` attribute whose `served` lists the indices of the
+    current epoch. Explained in chapters/semantic-segmentation-and-dataset.md.
+    """
+    if num_workers is None:
+        num_workers = get_dataloader_workers()
+    batches = ShardBatchSampler(len(train_set), batch_size, num_parts, part_index)
+    if not len(batches):
+        each = f' for each of {num_parts} workers' if num_parts > 1 else ''
+        raise UserError(f'--batch-size {batch_size}: more than the '
+                        f'{len(train_set) // num_parts} training images{each}; '
+                        'use a smaller one')
+    # Crop seeds come from the main process, so runs with workers repeat too.
+    train_iter = gluon.data.DataLoader(train_set, batch_sampler=batches,
+                                       num_workers=num_workers)
+    train_iter.batch_sampler = batches
+    # D2L drops the last partial test batch; d2lfcn scores every validation
+    # image. Distributed workers each score a share and add up the counts.
+    if num_parts > 1:
+        test_set = test_set.shard(num_parts, part_index)
+    test_iter = gluon.data.DataLoader(test_set, batch_size, last_batch='keep',
+                                      num_workers=num_workers)
+    return train_iter, test_iter
+
+
 def load_data_voc(batch_size, crop_size, voc_dir=None, boundary='ignore',
                   num_workers=None, num_parts=1, part_index=0):
     """Load the VOC semantic segmentation dataset.
@@ -448,7 +524,8 @@ def load_data_voc(batch_size, crop_size, voc_dir=None, boundary='ignore',
     num_workers : int, optional
         DataLoader worker processes; None uses `get_dataloader_workers()`.
     num_parts, part_index : int
-        Shard the training set (see `VOCSegDataset`); the test set is whole.
+        This worker's shard of both sets, for distributed training (see
+        `voc_loaders`): every worker gets the same number of training batches.
 
     Returns (train_iter, test_iter): gluon DataLoaders; train is shuffled with
     random crops, test is in file order with centred crops (identical each pass).
@@ -460,14 +537,7 @@ def load_data_voc(batch_size, crop_size, voc_dir=None, boundary='ignore',
     """
     if voc_dir is None:
         voc_dir = download_voc2012(default_data_dir())
-    if num_workers is None:
-        num_workers = get_dataloader_workers()
-    train_set = VOCSegDataset(True, crop_size, voc_dir, boundary, num_parts, part_index)
-    train_iter = gluon.data.DataLoader(
-        train_set, batch_size, sampler=RandomCropSampler(len(train_set)),
-        last_batch='discard', num_workers=num_workers)
-    # D2L drops the last partial test batch; we evaluate every validation image.
-    test_iter = gluon.data.DataLoader(
-        VOCSegDataset(False, crop_size, voc_dir, boundary), batch_size,
-        last_batch='keep', num_workers=num_workers)
-    return train_iter, test_iter
+    train_set = VOCSegDataset(True, crop_size, voc_dir, boundary)
+    test_set = VOCSegDataset(False, crop_size, voc_dir, boundary)
+    return voc_loaders(train_set, test_set, batch_size, num_workers, num_parts,
+                       part_index)

@@ -19,6 +19,7 @@ from PIL import Image
 matplotlib.use('Agg')
 
 from d2lfcn import diagrams  # noqa: E402
+from d2lfcn.plotting import save_figure  # noqa: E402
 
 
 def numbers(fig):
@@ -144,10 +145,10 @@ def test_bilinear_upsampling_figure_matches_opencv():
 
 def test_save_figure_is_atomic(tmp_path):
     fig = diagrams.draw_voc_legend()
-    path = diagrams.save_figure(fig, str(tmp_path / 'sub' / 'legend.png'))
+    path = save_figure(fig, str(tmp_path / 'sub' / 'legend.png'))
     with Image.open(path) as im:
         assert im.format == 'PNG' and im.size[0] > 100
     with pytest.raises(ValueError):  # matplotlib knows no .xyz format
-        diagrams.save_figure(diagrams.draw_voc_legend(), str(tmp_path / 'bad.xyz'))
+        save_figure(diagrams.draw_voc_legend(), str(tmp_path / 'bad.xyz'))
     assert sorted(os.listdir(tmp_path)) == ['sub']
     assert os.listdir(tmp_path / 'sub') == ['legend.png']

@@ -157,7 +157,8 @@ def test_rank_zero_writes_the_run_and_scores_the_whole_validation_set(dist_run,
     out, logs, _ = dist_run
     assert sorted(os.listdir(out)) == sorted([
         'args.json', 'state.json', 'last.params', 'last.states', 'best.params',
-        'metrics.csv', 'curves.png', 'predictions.png', 'worker-0', 'worker-1'])
+        'metrics.csv', 'curves.png', 'predictions.png', 'worker-0', 'worker-1',
+        'checkpoints'])
     for r in range(NUM_WORKERS):
         assert sorted(os.listdir(os.path.join(out, f'worker-{r}'))) == [
             'examples.json', 'last.params']
@@ -178,9 +179,11 @@ def test_rank_zero_writes_the_run_and_scores_the_whole_validation_set(dist_run,
     with open(os.path.join(out, 'metrics.csv')) as f:
         row, = list(csv.DictReader(f))
     assert float(row['test_acc']) == pytest.approx(correct / labelled, abs=1e-6)
-    # ... and both workers print that same score.
+    # ... and both workers print that same score, and the same whole-image scores.
     test_acc = f"test acc {float(row['test_acc']):.3f}, test mIoU"
-    assert all(test_acc in logs[f'worker{r}'] for r in range(NUM_WORKERS))
+    whole = f"whole images: pixel acc {float(row['whole_acc']):.3f}, mean acc"
+    assert all(test_acc in logs[f'worker{r}'] and whole in logs[f'worker{r}']
+               for r in range(NUM_WORKERS))
 
 
 @pytest.mark.parametrize('role, kvstore, message', [

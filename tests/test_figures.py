@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from mxnet import nd  # noqa: E402
 
-from d2lfcn.figures import plot_predictions, plot_training_curves, show_images  # noqa: E402
+from d2lfcn.plotting import plot_predictions, plot_training_curves, show_images  # noqa: E402
 
 # VOC's published colours, written out by hand (not taken from d2lfcn).
 BLACK, AEROPLANE, PERSON, VOID = (0, 0, 0), (128, 0, 0), (192, 128, 128), (224, 224, 192)

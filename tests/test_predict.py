@@ -11,7 +11,9 @@ from mxnet import nd
 from mxnet.gluon import nn
 
 from d2lfcn.model import get_fcn
-from d2lfcn.predict import label2image, main, overlay, predict
+from d2lfcn.inference import label2image, overlay
+from d2lfcn.inference import predict_image as predict
+from d2lfcn.predict import main
 from d2lfcn.utils import run_cli
 
 MEAN = np.array([0.485, 0.456, 0.406])  # ImageNet statistics, written out here
@@ -196,7 +198,13 @@ def test_cli_errors_are_one_line(tmp_path, params, capsys):
         ([str(tmp_path), '--params', params, '--num-classes', '3'], 'is not a file'),
         ([img, '--params', str(tmp_path / 'none.params')], 'does not exist'),
         ([img, '--params', str(corrupt)], 'corrupt'),
-        ([img, '--params', params], 'is for 3 classes, not 21; pass --num-classes 3'),
+        ([img, '--params', params, '--num-classes', '21'],
+         'is for 3 classes, not 21; pass --num-classes 3'),
+        ([img, '--params', str(tmp_path)], f'params file {tmp_path} is a folder'),
+        ([img, '--params', params, '--alpha', 'nan'], '--alpha nan: must lie in [0, 1]'),
+        ([img, '--params', params, '--alpha', '5'], '--alpha 5.0: must lie in [0, 1]'),
+        ([img, '--params', params, '--gpus', '-1'], 'MXNet sees 0 GPU(s)'),
+        ([img, '--params', params, '--gpus', '0'], 'MXNet sees 0 GPU(s)'),
     ]
     for argv, message in cases:
         code, err = _run(argv + ['--out-dir', out], capsys)
@@ -216,7 +224,8 @@ def test_cli_help_names_every_flag_with_its_default(capsys):
     for flag in ('--params', '--out-dir', '--arch', '--num-classes', '--mode',
                  '--tile-size', '--overlap', '--gpus', '--alpha'):
         assert flag in text
-    for default in ('(default: .)', 'else 21 for VOC)', 'else fcn32s', '(default: pad)',
+    for default in ('(default: .)', '21 for VOC)', '(default: the one they hold)',
+                    'the CPU when there is none)', '(default: pad)',
                     '(default: 320 480', '(default: 0.5)'):
         assert default in text
 
@@ -249,13 +258,9 @@ def test_cli_arch_predicts_with_the_skip_network(tmp_path, fcn8s_run, capsys):
     run_cli(main, [img, '--params', params, '--arch', 'fcn8s', '--num-classes', '3',
                    '--out-dir', str(tmp_path / 'flags')])
     np.testing.assert_array_equal(_label_png(tmp_path / 'flags' / 'cat_label.png'), expected)
-    # Without flags, arch and classes come from the training run's args.json.
-    (folder / 'args.json').write_text('{"arch": "fcn8s", "num_classes": 3}')
-    try:
-        run_cli(main, [img, '--params', params, '--out-dir', str(tmp_path / 'json')])
-    finally:
-        (folder / 'args.json').unlink()
-    np.testing.assert_array_equal(_label_png(tmp_path / 'json' / 'cat_label.png'), expected)
+    # Without flags, arch and classes are the ones the weights hold.
+    run_cli(main, [img, '--params', params, '--out-dir', str(tmp_path / 'plain')])
+    np.testing.assert_array_equal(_label_png(tmp_path / 'plain' / 'cat_label.png'), expected)
 
 
 def test_cli_wrong_arch_is_one_line_and_writes_nothing(tmp_path, fcn8s_run, capsys):
@@ -263,12 +268,12 @@ def test_cli_wrong_arch_is_one_line_and_writes_nothing(tmp_path, fcn8s_run, caps
     img = _jpeg(tmp_path, 'ok.jpg')
     out = tmp_path / 'out'
     params = str(folder / 'best.params')
-    for argv in ([], ['--arch', 'fcn16s']):
+    for arch in ('fcn32s', 'fcn16s'):
         code, err = _run([img, '--params', params, '--num-classes', '3',
-                          '--out-dir', str(out)] + argv, capsys)
+                          '--out-dir', str(out), '--arch', arch], capsys)
         assert code == 2
         assert err == (f'error: params file {params} holds an fcn8s, not an '
-                       f'{argv[1] if argv else "fcn32s"}; pass --arch fcn8s\n')
+                       f'{arch}; pass --arch fcn8s\n')
     with pytest.raises(SystemExit) as e:
         run_cli(main, [img, '--params', params, '--arch', 'fcn4s'])
     assert e.value.code == 2 and "invalid choice: 'fcn4s'" in capsys.readouterr().err

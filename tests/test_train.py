@@ -17,8 +17,9 @@ from PIL import Image
 
 from d2lfcn import run_cli
 from d2lfcn.model import get_fcn
-from d2lfcn.train import (SegmentationLoss, evaluate_segmentation, lr_at, main,
-                          pixel_accuracy, set_epoch_seed, split_batch, train_batch)
+from d2lfcn.train import main
+from d2lfcn.training import (SegmentationLoss, evaluate_segmentation, lr_at,
+                             pixel_accuracy, set_epoch_seed, split_batch, train_batch)
 
 # Tiny runs: 64x64 crops of the conftest's 12 + 8 image set, batches of 4.
 TINY = ['--no-pretrained-base', '--crop-size', '64', '64', '--batch-size', '4',
@@ -185,6 +186,14 @@ def _run(argv, capsys):
     return code, out, err
 
 
+def _snapshot(folder, skip=('args.json',)):
+    """Return {relative path: bytes} of every file under `folder`."""
+    folder = str(folder)
+    return {os.path.relpath(os.path.join(d, f), folder):
+            open(os.path.join(d, f), 'rb').read()
+            for d, _, files in os.walk(folder) for f in files if f not in skip}
+
+
 def _read_metrics(out_dir):
     with open(os.path.join(out_dir, 'metrics.csv')) as f:
         return list(csv.DictReader(f))
@@ -225,8 +234,12 @@ def test_run_prints_d2l_lines(two_epoch_run):
     _, text = two_epoch_run
     epochs = EPOCH_LINE.findall(text)
     assert [e[0] for e in epochs] == ['1', '2']
-    assert re.search(r'^all-background baseline: test acc \d\.\d{3}, test mIoU \d\.\d{3}$',
-                     text, re.M)
+    assert re.search(r'^all-background baseline: test acc \d\.\d{3}, test mIoU \d\.\d{3}; '
+                     r'whole images: pixel acc \d\.\d{3}, mIoU \d\.\d{3}$', text, re.M)
+    assert len(re.findall(r'^  whole images: pixel acc \d\.\d{3}, mean acc \d\.\d{3}, '
+                          r'mIoU \d\.\d{3}, fw IoU \d\.\d{3}$', text, re.M)) == 2
+    assert re.search(r'^best whole-image mIoU \d\.\d{3} \(epoch [12], baseline '
+                     r'\d\.\d{3}\); saved in ', text, re.M)
     last = epochs[-1]
     assert f'loss {last[1]}, train acc {last[2]}, test acc {last[3]}\n' in text
     assert re.search(r'^\d+\.\d examples/sec on \[cpu\(0\)\]$', text, re.M)
@@ -236,7 +249,7 @@ def test_run_writes_every_file(two_epoch_run, small_voc_dir):
     out, text = two_epoch_run
     assert sorted(f for f in os.listdir(out)) == sorted([
         'args.json', 'state.json', 'last.params', 'last.states', 'best.params',
-        'metrics.csv', 'curves.png', 'predictions.png'])
+        'metrics.csv', 'curves.png', 'predictions.png', 'checkpoints'])
     with open(os.path.join(out, 'args.json')) as f:
         args = json.load(f)
     assert args['num_epochs'] == 2 and args['crop_size'] == [64, 64]
@@ -251,11 +264,19 @@ def test_run_writes_every_file(two_epoch_run, small_voc_dir):
     for row, printed in zip(rows, EPOCH_LINE.findall(text)):
         assert f"{float(row['loss']):.3f}" == printed[1]
         assert f"{float(row['test_miou']):.3f}" == printed[4]
-        for key in ('train_acc', 'test_acc', 'test_miou', 'test_mean_acc', 'test_fw_iou'):
+        for key in ('train_acc', 'test_acc', 'test_miou', 'test_mean_acc', 'test_fw_iou',
+                    'whole_acc', 'whole_miou', 'whole_mean_acc', 'whole_fw_iou'):
             assert 0 <= float(row[key]) <= 1
         assert float(row['loss']) > 0 and float(row['seconds']) > 0
-    best = max(rows, key=lambda r: float(r['test_miou']))
+    best = max(rows, key=lambda r: float(r['whole_miou']))
     assert state['best_epoch'] == int(best['epoch'])
+    # The stable names are the checkpoint files state.json names.
+    ckpt = state['checkpoint']
+    for name, role in (('last.params', 'params'), ('last.states', 'states'),
+                       ('best.params', 'best')):
+        assert os.path.samefile(os.path.join(out, name), os.path.join(out, ckpt[role]))
+    assert sorted(os.listdir(os.path.join(out, 'checkpoints'))) == sorted(
+        {os.path.basename(p) for p in ckpt.values()})
     assert _png_size(os.path.join(out, 'predictions.png')) == (800, 600)
     assert _png_size(os.path.join(out, 'curves.png')) == (350, 250)
     assert not [f for f in os.listdir(out) if f.startswith('.')]  # no temp files
@@ -277,9 +298,35 @@ def test_saved_model_reproduces_test_acc(two_epoch_run, small_voc_dir):
     assert float(row['test_acc']) == pytest.approx(correct / labelled, abs=1e-6)
 
 
+def test_saved_model_reproduces_whole_image_scores(two_epoch_run, small_voc_dir):
+    """Score last.params with numpy on every whole validation image, padded by hand."""
+    from d2lfcn.metrics import confusion_matrix, segmentation_scores
+    from d2lfcn.voc import VOC_COLORMAP, VOC_VOID_COLOR, normalize_image, read_voc_images
+    out, _ = two_epoch_run
+    net = get_fcn(pretrained_base=False)
+    net.load_parameters(os.path.join(out, 'last.params'))
+    features, labels = read_voc_images(small_voc_dir, is_train=False)
+    conf = np.zeros((21, 21), dtype=np.int64)
+    colours = {tuple(c): i for i, c in enumerate(VOC_COLORMAP)}
+    colours[tuple(VOC_VOID_COLOR)] = 255
+    for img, rgb in zip(features, labels):
+        h, w = img.shape[:2]
+        x = normalize_image(img).asnumpy()
+        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+        x = np.pad(x, ((0, ph - h), (0, pw - w), (0, 0)), mode='reflect')
+        scores = net(nd.array(x.transpose(2, 0, 1)[None]))[0].asnumpy()
+        pred = scores.argmax(axis=0)[:h, :w]
+        label = np.vectorize(lambda *c: colours[c])(*rgb.asnumpy().transpose(2, 0, 1))
+        conf += confusion_matrix(pred, label, 21, 255)
+    scores = segmentation_scores(conf)
+    row = _read_metrics(out)[-1]
+    assert float(row['whole_acc']) == pytest.approx(scores['pixel_acc'], abs=1e-6)
+    assert float(row['whole_miou']) == pytest.approx(scores['mean_iou'], abs=1e-6)
+
+
 def test_resume_repeats_an_uninterrupted_run(two_epoch_run, small_voc_dir, tmp_path, capsys,
                                             monkeypatch):
-    from d2lfcn import train
+    from d2lfcn.runfolder import RunFolder
     full, _ = two_epoch_run
     out = str(tmp_path / 'out')
     base = ['--data-dir', small_voc_dir, '--out-dir', out, '--num-epochs', '2', *TINY,
@@ -289,7 +336,7 @@ def test_resume_repeats_an_uninterrupted_run(two_epoch_run, small_voc_dir, tmp_p
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(train, '_save_figure', ctrl_c)
+        m.setattr(RunFolder, 'write_figure', ctrl_c)
         assert _run(base, capsys)[0] == 130
     assert len(_read_metrics(out)) == 1
     code, text, err = _run(base + ['--resume'], capsys)
@@ -311,17 +358,14 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(small_voc_dir, tmp_path, c
     out = str(tmp_path / 'out')
     base = ['--data-dir', small_voc_dir, '--out-dir', out, *TINY]
     assert _run(base + ['--num-epochs', '1'], capsys)[0] == 0
-    before = {f: open(os.path.join(out, f), 'rb').read() for f in os.listdir(out)
-              if f != 'args.json'}
+    before = _snapshot(out)
     code, text, err = _run(base + ['--num-epochs', '3', '--resume', '--lr', '1e30'], capsys)
     assert code == 2
     assert err.count('\n') == 1
     assert re.match(r'error: the loss became (nan|inf|-inf) in epoch 2 \(batch \d+\); '
                     r'the checkpoint of epoch 1 in .* is kept; try a smaller --lr$', err)
     assert not EPOCH_LINE.search(text)
-    after = {f: open(os.path.join(out, f), 'rb').read() for f in os.listdir(out)
-             if f != 'args.json'}
-    assert after == before
+    assert _snapshot(out) == before
     # ... and the kept checkpoint still resumes.
     code, text, _ = _run(base + ['--num-epochs', '2', '--resume'], capsys)
     assert code == 0 and [e[0] for e in EPOCH_LINE.findall(text)] == ['2']
@@ -465,8 +509,8 @@ def test_ctrl_c_while_saving_completes_the_checkpoint(small_voc_dir, tmp_path, c
                                                       monkeypatch):
     """Ctrl-C during a save takes effect after it: the run stays resumable."""
     import signal
-    from d2lfcn import train
-    real_sha1, calls = train.file_sha1, []
+    from d2lfcn import runfolder
+    real_sha1, calls = runfolder.file_sha1, []
 
     def sha1_then_interrupt(path):
         calls.append(path)
@@ -474,13 +518,13 @@ def test_ctrl_c_while_saving_completes_the_checkpoint(small_voc_dir, tmp_path, c
             os.kill(os.getpid(), signal.SIGINT)
         return real_sha1(path)
 
-    monkeypatch.setattr(train, 'file_sha1', sha1_then_interrupt)
+    monkeypatch.setattr(runfolder, 'file_sha1', sha1_then_interrupt)
     out = str(tmp_path / 'out')
     base = ['--data-dir', small_voc_dir, '--out-dir', out, *TINY]
     code, _, err = _run(base + ['--num-epochs', '2'], capsys)
     assert (code, err) == (130, 'interrupted\n')
     assert [r['epoch'] for r in _read_metrics(out)] == ['1']
-    monkeypatch.setattr(train, 'file_sha1', real_sha1)
+    monkeypatch.setattr(runfolder, 'file_sha1', real_sha1)
     code, text, _ = _run(base + ['--num-epochs', '2', '--resume'], capsys)
     assert code == 0 and [e[0] for e in EPOCH_LINE.findall(text)] == ['2']
 
@@ -489,13 +533,16 @@ def test_resume_detects_a_checkpoint_from_another_epoch(small_voc_dir, tmp_path,
     out = tmp_path / 'out'
     base = ['--data-dir', small_voc_dir, '--out-dir', str(out), *TINY]
     assert _run(base + ['--num-epochs', '1'], capsys)[0] == 0
-    (out / 'last.params').write_bytes((out / 'best.params').read_bytes() + b'x')
+    with open(out / 'state.json') as f:
+        params = json.load(f)['checkpoint']['params']
+    (out / params).write_bytes((out / params).read_bytes() + b'x')
     code, _, err = _run(base + ['--num-epochs', '2', '--resume'], capsys)
-    assert code == 2 and err.count('\n') == 1 and 'last.params' in err
+    assert code == 2 and err.count('\n') == 1
+    assert f'{out / params} is missing or does not belong to epoch 1' in err
 
 
 def test_shard_batches_split_the_training_set_into_equal_disjoint_shards():
-    from d2lfcn.distributed import ShardBatchSampler
+    from d2lfcn.voc import ShardBatchSampler
     from d2lfcn.voc import RandomCropSampler
     # One worker: exactly gluon's batching of the crop sampler, last batch dropped.
     np.random.seed(5)
@@ -525,10 +572,10 @@ def test_arch_is_recorded_and_resuming_keeps_it(small_voc_dir, tmp_path, capsys)
         assert json.load(f)['arch'] == 'fcn16s'
     saved = nd.load(str(out / 'last.params'))
     assert 'score16.weight' in saved and 'score8.weight' not in saved
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = _snapshot(out, skip=())
     code, _, err = _run(base + ['--num-epochs', '2', '--resume'], capsys)  # fcn32s
     assert code == 2 and err.count('\n') == 1
     assert 'an fcn16s run, not --arch fcn32s; pass --arch fcn16s' in err
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _snapshot(out, skip=()) == before
     code, text, _ = _run(base + ['--num-epochs', '2', '--resume', '--arch', 'fcn16s'], capsys)
     assert code == 0 and [e[0] for e in EPOCH_LINE.findall(text)] == ['2']

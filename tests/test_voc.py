@@ -265,14 +265,37 @@ def test_load_data_voc_default_dir_needs_no_network(small_voc_dir, tmp_path, mon
     assert len(train_iter) == len(_kept(small_voc_dir, 'train')) // 2
 
 
-def test_training_set_shards_partition_it(small_voc_dir):
-    whole = voc.VOCSegDataset(False, CROP, small_voc_dir)
-    parts = [voc.VOCSegDataset(False, CROP, small_voc_dir, num_parts=3, part_index=k)
-             for k in range(3)]
-    assert sum(len(p) for p in parts) == len(whole)
-    for k, part in enumerate(parts):
-        for j in range(len(part)):
-            np.testing.assert_array_equal(part[j][0].asnumpy(), whole[3 * j + k][0].asnumpy())
+def test_load_data_voc_shards_give_every_worker_the_same_steps(small_voc_dir):
+    """dist_sync workers must take equal steps, or the one with more waits forever."""
+    train_len = len(voc.VOCSegDataset(True, CROP, small_voc_dir))
+    test_len = len(voc.VOCSegDataset(False, CROP, small_voc_dir))
+    parts = [voc.load_data_voc(2, CROP, small_voc_dir, num_workers=0, num_parts=3,
+                               part_index=k) for k in range(3)]
+    steps = [len(list(train)) for train, _ in parts]
+    assert len(set(steps)) == 1 and steps[0] == train_len // 3 // 2
+    served = [i for train, _ in parts for i in train.batch_sampler.served]
+    assert len(set(served)) == len(served)                   # disjoint shards
+    assert all(i % 3 == k for k, (train, _) in enumerate(parts)
+               for i in train.batch_sampler.served)
+    # The validation set is split into shares that add up to all of it.
+    assert sum(sum(x.shape[0] for x, _ in test) for _, test in parts) == test_len
+
+
+def test_whole_images_and_crops_of_one_dataset(small_voc_dir):
+    whole = voc.VOCSegDataset(False, None, small_voc_dir)
+    names = _split(small_voc_dir, 'val')
+    assert len(whole) == len(names)                          # nothing dropped
+    for i, name in enumerate(names):
+        x, y = whole[i]
+        label = voc.read_voc_label(os.path.join(small_voc_dir, 'SegmentationClass',
+                                                name + '.png'))
+        assert x.shape == (3,) + label.shape
+        np.testing.assert_array_equal(y.asnumpy(), label)
+    crop = (min(e[2] for e in whole.examples) + 1, 32)  # drops the lowest image
+    cropped = whole.with_crop(crop)
+    direct = voc.VOCSegDataset(False, crop, small_voc_dir)
+    assert cropped.examples == direct.examples and len(cropped) < len(whole)
+    np.testing.assert_array_equal(cropped[0][0].asnumpy(), direct[0][0].asnumpy())
 
 
 def test_find_voc_dir_accepts_parent_folders(small_voc_dir):

@@ -1,0 +1,94 @@
+"""Plot images, label maps, training curves and D2L's prediction grid; save figures.
+
+matplotlib is imported where a figure is drawn, so `import d2lfcn` stays
+light. Explained in chapters/fcn.md.
+"""
+from .inference import label2image
+from .utils import atomic_path, to_numpy
+
+__all__ = ['show_images', 'plot_training_curves', 'plot_predictions', 'save_figure']
+
+
+def save_figure(fig, path, dpi=100, tight=True):
+    """Write `fig` to `path` atomically and close it; return `path`.
+
+    `tight` crops the canvas to what is drawn (schematics); False keeps the
+    figure's own size in pixels (figsize x dpi). Explained in chapters/index.md.
+    """
+    from matplotlib import pyplot as plt
+    with atomic_path(path) as tmp:
+        if tight:
+            fig.savefig(tmp, dpi=dpi, bbox_inches='tight', facecolor='white')
+        else:
+            fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)  # a no-op for a Figure pyplot does not manage
+    return path
+
+
+def _draw_images(axes, imgs, titles=None):
+    """Show one image per axes, without ticks; 2-D label maps are coloured."""
+    for i, (ax, img) in enumerate(zip(axes, imgs)):
+        img = to_numpy(img)
+        if img.ndim == 2:
+            img = label2image(img)
+        # Nearest: each label pixel keeps its exact class colour on screen.
+        ax.imshow(img, interpolation='nearest')
+        ax.axes.get_xaxis().set_visible(False)
+        ax.axes.get_yaxis().set_visible(False)
+        if titles:
+            ax.set_title(titles[i])
+    return axes
+
+
+def show_images(imgs, num_rows, num_cols, titles=None, scale=1.5):
+    """Plot a list of images (D2L's show_images).
+
+    Explained in chapters/fcn.md.
+    """
+    from matplotlib import pyplot as plt
+    figsize = (num_cols * scale, num_rows * scale)
+    _, axes = plt.subplots(num_rows, num_cols, figsize=figsize, squeeze=False)
+    return _draw_images(axes.flatten(), imgs, titles)
+
+
+def plot_training_curves(history):
+    """Return a Figure of loss, train acc, test acc and test mIoU per epoch.
+
+    `history` is a list of dicts with keys epoch, loss, train_acc, test_acc
+    and test_miou (what d2lfcn.train records). Explained in chapters/fcn.md.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+    fig = Figure(figsize=(3.5, 2.5))
+    ax = fig.add_subplot()
+    epochs = [r['epoch'] for r in history]
+    for key, label, fmt in (('loss', 'train loss', 'b-'), ('train_acc', 'train acc', 'm--'),
+                            ('test_acc', 'test acc', 'g-.'), ('test_miou', 'test mIoU', 'r:')):
+        ax.plot(epochs, [r[key] for r in history], fmt, label=label,
+                marker='o' if len(history) < 3 else None, markersize=3)
+    ax.set_xlabel('epoch')
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs:
+        ax.set_xlim(min(epochs) - 0.5 if len(epochs) == 1 else min(epochs),
+                    max(epochs) + 0.5 if len(epochs) == 1 else max(epochs))
+    ax.grid(True)
+    ax.legend(fontsize='small')
+    fig.tight_layout()
+    return fig
+
+
+def plot_predictions(imgs, preds, labels, scale=2):
+    """Return D2L's grid: images on top, predicted label maps, then ground truth.
+
+    `imgs` are (H, W, 3) images (floats in [0, 1] or uint8); `preds` and
+    `labels` are (H, W) class-id maps (coloured with VOC's palette) or colour
+    images. Explained in chapters/fcn.md.
+    """
+    from matplotlib.figure import Figure
+    n = len(imgs)
+    fig = Figure(figsize=(n * scale, 3 * scale))
+    axes = fig.subplots(3, n, squeeze=False)
+    _draw_images(axes.flatten(), list(imgs) + list(preds) + list(labels))
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.98,
+                        wspace=0.05, hspace=0.05)
+    return fig
