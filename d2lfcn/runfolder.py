@@ -66,10 +66,14 @@ def read_args(out_dir):
 
 
 def _crash_point(name, epoch):
-    """Kill this process here if $D2LFCN_KILL_AT names this point (crash tests)."""
-    # The tests in tests/test_runfolder.py stop real runs between two writes.
-    if os.environ.get('D2LFCN_KILL_AT') == f'{name}:{epoch}':
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Signal this process if $D2LFCN_KILL_AT names this point (for crash tests).
+
+    tests/test_runfolder.py stops real runs between two writes with
+    D2LFCN_KILL_AT=POINT:EPOCH[:SIGNAL] (SIGKILL unless a signal is named).
+    """
+    wanted = os.environ.get('D2LFCN_KILL_AT', '').split(':')
+    if wanted[:2] == [name, str(epoch)]:
+        os.kill(os.getpid(), getattr(signal, wanted[2] if len(wanted) > 2 else 'SIGKILL'))
 
 
 @contextlib.contextmanager

@@ -371,6 +371,22 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(small_voc_dir, tmp_path, c
     assert code == 0 and [e[0] for e in EPOCH_LINE.findall(text)] == ['2']
 
 
+def test_a_batch_smaller_than_the_device_count_is_refused(small_voc_dir, tmp_path, capsys):
+    """An idle device would add last step's stale gradient: refuse in one line."""
+    out = tmp_path / 'out'
+    code, _, err = _run(['--data-dir', small_voc_dir, '--out-dir', str(out), *TINY,
+                         '--cpus', '4', '--batch-size', '2'], capsys)
+    assert code == 2 and err == ('error: --batch-size 2: smaller than the 4 devices, each '
+                                 'of which needs an example; pass a larger --batch-size '
+                                 'or fewer devices\n')
+    assert not out.exists()
+    net = get_fcn(pretrained_base=False, ctx=[mx.cpu(0), mx.cpu(1)])
+    trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.1})
+    with pytest.raises(ValueError, match='a training batch of 1 cannot give each of 2'):
+        train_batch(net, nd.zeros((1, 3, 32, 32)), nd.zeros((1, 32, 32)),
+                    SegmentationLoss(), trainer, [mx.cpu(0), mx.cpu(1)])
+
+
 def test_two_cpu_contexts(small_voc_dir, tmp_path, capsys, monkeypatch):
     """D2L's multi-device path (split_and_load) end to end, on two CPU contexts.
 

@@ -1,0 +1,69 @@
+"""Test the package's shape: what `import d2lfcn` loads, and no import cycles."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / 'd2lfcn'
+COMMANDS = {'train', 'predict', 'export', 'figures', 'notebooks', '__main__'}
+
+
+def _loaded_after(code):
+    """Return the modules a fresh interpreter has loaded after running `code`."""
+    out = subprocess.run([sys.executable, '-c', code + '\nimport sys\n'
+                          'print("\\n".join(sorted(sys.modules)))'],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    return set(out.split())
+
+
+def test_import_loads_the_library_only():
+    loaded = _loaded_after('import d2lfcn')
+    ours = {m.split('.', 1)[1] for m in loaded if m.startswith('d2lfcn.')}
+    assert ours and not ours & COMMANDS
+    assert 'matplotlib.pyplot' not in loaded and 'tqdm' not in loaded
+
+
+def test_commands_are_modules_again():
+    code = ('import types, d2lfcn.predict as p, d2lfcn.train as t, d2lfcn.export as e\n'
+            'assert all(isinstance(m, types.ModuleType) for m in (p, t, e)), (p, t, e)\n'
+            'assert callable(p.main) and callable(t.main)')
+    subprocess.run([sys.executable, '-c', code], check=True, timeout=120)
+
+
+def _imports(path):
+    """Return the d2lfcn modules `path` imports, at any depth in the file."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                names.add(node.module.split('.')[0])
+            else:
+                names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or '').startswith('d2lfcn.'):
+            names.add(node.module.split('.')[1])
+    return names
+
+
+def test_no_import_cycles_and_no_command_imports_another():
+    modules = {p.stem: _imports(p) for p in PACKAGE.glob('*.py') if p.stem != '__init__'}
+    for name, deps in modules.items():
+        assert deps <= set(modules), (name, deps - set(modules))
+        if name in COMMANDS:
+            assert not deps & COMMANDS, f'command {name} imports command {deps & COMMANDS}'
+        else:
+            assert not deps & COMMANDS, f'library module {name} imports {deps & COMMANDS}'
+    # Depth-first search for a cycle.
+    state = {}
+
+    def visit(name, path):
+        if state.get(name) == 'open':
+            raise AssertionError('import cycle: ' + ' -> '.join(path + [name]))
+        if state.get(name) == 'done':
+            return
+        state[name] = 'open'
+        for dep in sorted(modules[name]):
+            visit(dep, path + [name])
+        state[name] = 'done'
+
+    for name in modules:
+        visit(name, [])
