@@ -209,7 +209,9 @@ def make_synthetic_voc(root, num_train=300, num_val=100, min_size=96, max_size=2
              'val': [f'synth_{i:06d}' for i in range(num_train, num_train + num_val)]}
     parent = os.path.dirname(voc_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.VOC2012.tmp', dir=parent)
+    _remove_abandoned(parent)
+    # The PID in the name tells a later process whether the builder still runs.
+    tmp = tempfile.mkdtemp(prefix=f'.VOC2012.tmp-{os.getpid()}-', dir=parent)
     try:
         _write_tree(os.path.join(tmp, 'VOC2012'), params, names)
         try:
@@ -221,6 +223,19 @@ def make_synthetic_voc(root, num_train=300, num_val=100, min_size=96, max_size=2
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return voc_dir
+
+
+def _remove_abandoned(parent):
+    """Remove half-built sets whose builder process is gone (killed mid-way)."""
+    for name in os.listdir(parent):
+        if not name.startswith('.VOC2012.tmp-'):
+            continue
+        try:
+            os.kill(int(name.split('-')[1]), 0)  # signal 0: is it alive?
+        except (ValueError, IndexError, ProcessLookupError):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        except PermissionError:
+            pass  # alive, and another user's
 
 
 def _reuse(voc_dir, params):

@@ -257,3 +257,4 @@ def test_a_folder_written_before_checkpoints_resumes_predicts_and_exports(small_
                                str(out / 'best.params'), '--out-dir', str(tmp_path / 'o')],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
+

@@ -112,6 +112,32 @@ def test_crash_mid_generation_leaves_nothing(tmp_path, monkeypatch):
     assert len(_split(voc_dir, 'trainval')) == 6
 
 
+def test_a_set_abandoned_by_a_killed_process_is_removed(tmp_path):
+    """SIGKILL skips every cleanup; the next build removes what the dead one left."""
+    import signal
+    import subprocess
+    import sys
+    code = ('import sys\nfrom d2lfcn import synthetic\n'
+            'real = synthetic._draw_example\ncalls = []\n'
+            'def draw(*args):\n'
+            '    calls.append(1)\n'
+            '    if len(calls) == 3:\n'
+            '        import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n'
+            '    return real(*args)\n'
+            'synthetic._draw_example = draw\n'
+            'synthetic.make_synthetic_voc(sys.argv[1], num_train=4, num_val=2)\n')
+    proc = subprocess.run([sys.executable, '-c', code, str(tmp_path)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    devkit = tmp_path / 'VOCdevkit'
+    left = os.listdir(devkit)
+    assert len(left) == 1 and left[0].startswith('.VOC2012.tmp-')
+    alive = devkit / f'.VOC2012.tmp-{os.getpid()}-x'  # a build still running: kept
+    alive.mkdir()
+    voc_dir = synthetic.make_synthetic_voc(str(tmp_path), num_train=4, num_val=2)
+    assert sorted(os.listdir(devkit)) == sorted(['VOC2012', alive.name])
+    assert len(_split(voc_dir, 'trainval')) == 6
+
+
 def _instance_colours(voc_dir, names):
     """Return [(class id, mean RGB of the class's pixels in one image)]."""
     out = []
