@@ -14,10 +14,10 @@ from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import vision
 
 from .conv import class_softmax, dense_to_conv1x1
-from .model import backbone_file
+from .model import STRIDE, backbone_file
 from .voc import VOC_CLASSES, normalize_image, read_voc_images, voc_colormap2label
 from .synthetic import SYNTHETIC_CLASSES
-from .utils import UserError
+from .utils import UserError, to_numpy
 
 __all__ = ['STANDIN_CLASSES', 'Classifier', 'imagenet_classes',
            'pretrained_classifier', 'to_fully_convolutional', 'object_patches',
@@ -252,7 +252,7 @@ def get_classifier(voc_dir=None, ctx=None, **standin_kwargs):
     return Classifier(net, list(STANDIN_CLASSES), False, note, summary)
 
 
-def resize_to_multiple(img, short_side, multiple=32):
+def resize_to_multiple(img, short_side, multiple=STRIDE):
     """Resize an (H, W, 3) image so its shorter side is about `short_side`, sides multiples of 32.
 
     Explained in chapters/fully-convolutional-classifier.md.
@@ -324,7 +324,7 @@ def plot_heatmaps(img, maps, sizes, classes, class_ids, combined=None, title=Non
         for k, (name, m) in enumerate(columns):
             ax = axes[r, k + 1]
             ax.imshow(img)
-            heat = m[c].asnumpy() if isinstance(m, nd.NDArray) else np.asarray(m[c])
+            heat = to_numpy(m[c])
             # extent stretches the map over the image: each cell over its block.
             ax.imshow(heat, cmap='jet', alpha=0.55, vmin=0, vmax=1,
                       extent=(0, w, h, 0), interpolation='nearest')
