@@ -7,6 +7,7 @@ import shutil
 import tempfile
 
 from mxnet import nd
+from mxnet.base import MXNetError
 
 from .model import FCN_ARCHS, STRIDE, load_fcn
 from .utils import ArgumentParser, UserError, run_cli
@@ -94,9 +95,10 @@ def main(argv=None):
     try:
         symbol_file, params_file = export_fcn(net, args.out_dir, prefix,
                                               args.height, args.width)
-    except OSError as e:
-        raise UserError(f'cannot write into --out-dir {args.out_dir}: '
-                        f'{e.strerror or e}') from None
+    except (OSError, MXNetError) as e:
+        # MXNet reports a full disk as an incomplete write, without errno.
+        why = getattr(e, 'strerror', None) or 'the disk is full or the write failed'
+        raise UserError(f'cannot write into --out-dir {args.out_dir}: {why}') from None
     print(f'{net.arch} ({args.params}) -> {symbol_file}, {params_file}')
 
 

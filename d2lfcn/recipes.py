@@ -268,8 +268,9 @@ class _Run:
                                        self.saved_args(voc_dir), is_best)
             self.folder.write_figure('curves', plot_training_curves(self.history))
         except (OSError, mx.base.MXNetError) as e:
-            kept = (f"the checkpoint of epoch {record['epoch'] - 1} is kept"
-                    if record['epoch'] > 1 else 'no checkpoint was written')
+            kept = (f"the checkpoint of epoch {record['epoch'] - 1} is kept; make room "
+                    'and continue with --resume' if record['epoch'] > 1
+                    else 'no checkpoint was written')
             raise UserError(f"cannot save epoch {record['epoch']} into "
                             f'{self.args.out_dir} ({_why(e)}); {kept}') from None
 
