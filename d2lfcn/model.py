@@ -154,16 +154,25 @@ def _pretrained_file():
             f'--backbone-params PATH, or --no-pretrained-base') from None
 
 
-def _load_backbone(net, path, ctx):
-    """Load a full resnet18_v2 .params file into `net`, or raise UserError."""
+def _load_backbone(path, ctx):
+    """Return a resnet18_v2 holding a .params file's weights, or raise UserError.
+
+    The file may come from any resnet18_v2 classifier (ImageNet's 1000
+    classes, or another number such as the book's stand-in): only its
+    features are used, so its class count is read off its output layer.
+    """
     if not os.path.isfile(path):
         raise UserError(f'backbone params file {path} does not exist; pass a '
                         f'{BACKBONE} .params file saved by the Gluon model zoo')
     try:
+        saved = nd.load(path)
+        output = saved.get('output.weight') if isinstance(saved, dict) else None
+        net = vision.resnet18_v2(classes=output.shape[0] if output is not None else 1000)
         net.load_parameters(path, ctx=ctx)
     except (mx.base.MXNetError, AssertionError, ValueError, KeyError) as e:
         raise UserError(f'backbone params file {path} is not a valid '
                         f'{BACKBONE} .params file: {_first_line(e)}') from None
+    return net
 
 
 def get_fcn(num_classes=21, pretrained_base=True, ctx=None, backbone_params=None,
@@ -181,8 +190,9 @@ def get_fcn(num_classes=21, pretrained_base=True, ctx=None, backbone_params=None
     ctx : Context or list of Context, optional
         Where the parameters live; default cpu().
     backbone_params : str, optional
-        A resnet18_v2 .params file to load instead of the model-zoo cache;
-        overrides `pretrained_base`.
+        A resnet18_v2 .params file to load instead of the model-zoo cache,
+        from a classifier of any number of classes (only its features are
+        used); overrides `pretrained_base`.
     arch : 'fcn32s', 'fcn16s' or 'fcn8s'
         'fcn32s' is D2L's model (an `FCN`): scores at stride 32 upsampled 32x.
         'fcn16s' and 'fcn8s' (a `SkipFCN`) add the scores of the stride-16 and
@@ -193,12 +203,12 @@ def get_fcn(num_classes=21, pretrained_base=True, ctx=None, backbone_params=None
     if arch not in FCN_ARCHS:
         raise ValueError(f"arch must be one of {', '.join(FCN_ARCHS)}, not {arch!r}")
     ctx = ctx or mx.cpu()
-    base = vision.resnet18_v2()
     if backbone_params is not None:
-        _load_backbone(base, os.fspath(backbone_params), ctx)
+        base = _load_backbone(os.fspath(backbone_params), ctx)
     elif pretrained_base:
-        _load_backbone(base, _pretrained_file(), ctx)
+        base = _load_backbone(_pretrained_file(), ctx)
     else:
+        base = vision.resnet18_v2()
         base.initialize(init.Xavier(), ctx=ctx)
     features = nn.HybridSequential(prefix='')
     # Drop the global average pooling and the flatten, as D2L does.

@@ -115,9 +115,11 @@ def _save_random_resnet(path, seed=3, **kwargs):
     return nd.load(str(path))
 
 
-def test_backbone_params_are_loaded(tmp_path):
+@pytest.mark.parametrize('classes', [1000, 6])
+def test_backbone_params_are_loaded(tmp_path, classes):
+    """ImageNet's classifier, or one of another class count (the book's stand-in)."""
     path = tmp_path / 'r18.params'
-    saved = _save_random_resnet(path)
+    saved = _save_random_resnet(path, classes=classes)
     net = get_fcn(num_classes=4, backbone_params=path)
     loaded = _features_params(net)
     assert len(loaded) == len([k for k in saved if k.startswith('features.')]) > 80
@@ -130,7 +132,11 @@ def test_bad_backbone_params_name_the_file(tmp_path):
     corrupt = tmp_path / 'corrupt.params'
     corrupt.write_bytes(os.urandom(1000))
     wrong = tmp_path / 'wrong.params'
-    _save_random_resnet(wrong, classes=10)  # output layer 10 classes, not 1000
+    mx.random.seed(3)
+    other = vision.resnet18_v1()  # another architecture's layers
+    other.initialize(mx.init.Xavier())
+    other(nd.zeros((1, 3, 32, 32)))
+    other.save_parameters(str(wrong))
     for path in (missing, corrupt, wrong):
         with pytest.raises(UserError) as e:
             get_fcn(backbone_params=path)
