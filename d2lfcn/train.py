@@ -68,8 +68,10 @@ def _parser():
       help='initialise the backbone randomly instead of loading ImageNet weights '
            'from the Gluon model zoo (default: pretrained; with --demo: random)')
     a('--backbone-params', metavar='PATH',
-      help='a resnet18_v2 .params file to start the backbone from (default: the '
-           'model-zoo file in $MXNET_HOME/models, downloaded when absent)')
+      help='the weights of a resnet18_v2 classifier (any number of classes, '
+           'e.g. the book\'s stand-in) to start the backbone from, also with '
+           '--demo (default: the model-zoo ImageNet file in $MXNET_HOME/models, '
+           'downloaded when absent)')
     a('--boundary', choices=['ignore', 'background'],
       help="VOC's void band around objects: leave it out of loss and metrics "
            "(ignore), or count it as background as D2L does (default: ignore)")
