@@ -192,7 +192,7 @@ def test_cli_errors_are_one_line(tmp_path, params, capsys):
     corrupt.write_bytes(os.urandom(200))
     out = str(tmp_path / 'out')
     cases = [
-        ([str(bad_img), '--params', params, '--num-classes', '3'], 'cannot read image'),
+        ([str(bad_img), '--params', params, '--num-classes', '3'], 'unreadable image'),
         ([str(tmp_path), '--params', params, '--num-classes', '3'], 'is not a file'),
         ([img, '--params', str(tmp_path / 'none.params')], 'does not exist'),
         ([img, '--params', str(corrupt)], 'corrupt'),
