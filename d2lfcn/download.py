@@ -2,6 +2,7 @@
 
 Explained in chapters/semantic-segmentation-and-dataset.md.
 """
+import contextlib
 import errno
 import hashlib
 import http.client
@@ -298,12 +299,18 @@ def safe_extract(tar_path, target, member_root=None):
     """
     target = os.path.abspath(target)
     parent = os.path.dirname(target)
+    made = []  # the folders above target that we create, removed again on failure
+    folder = parent
+    while not os.path.exists(folder) and folder != os.path.dirname(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
     try:
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}.extract', dir=parent)
     except OSError as e:
         raise UserError(f'{parent}: cannot extract {tar_path} here ({e.strerror})') from None
     root = os.path.realpath(tmp)
+    done = False
     try:
         try:
             tar = tarfile.open(tar_path)
@@ -320,11 +327,17 @@ def safe_extract(tar_path, target, member_root=None):
                             'it is not the expected archive, delete it')
         try:
             os.replace(src, target)
-        except OSError:
+        except OSError as e:
             if not os.path.isdir(target):  # else another process finished first
-                raise
+                raise UserError(f'{target}: cannot move the extracted folder there '
+                                f'({e.strerror})') from None
+        done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            for folder in made:
+                with contextlib.suppress(OSError):  # only if still empty
+                    os.rmdir(folder)
     return target
 
 

@@ -129,7 +129,7 @@ def _orient(rgb, orientation):
     """Apply an EXIF orientation (1..8) to an (H, W, 3) array, as photo viewers do."""
     ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
            5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
-           7: lambda a: np.rot90(a, 1)[::-1], 8: lambda a: np.rot90(a, 1)}
+           7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
     op = ops.get(orientation)
     return np.ascontiguousarray(op(rgb)) if op else rgb
 
@@ -192,6 +192,9 @@ def read_label_png(path, what='label PNG'):
     Raises `UserError` for other modes (e.g. 16-bit), naming the file.
     """
     data = _read_bytes(path, what)
+    if data.startswith(_JPEG_START):
+        raise UserError(f'{path}: {what} is a JPEG, whose lossy colours are not class '
+                        'ids; save labels as PNG')
     with _open_pil(data, path, what) as im:
         if im.mode in ('P', 'L'):
             return _load_pil(im, path, what)
