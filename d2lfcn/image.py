@@ -10,6 +10,7 @@ failure is one `UserError` naming the file.
 
 Explained in chapters/semantic-segmentation-and-dataset.md.
 """
+import contextlib
 import io
 import os
 import warnings
@@ -17,7 +18,7 @@ import warnings
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image
+from PIL import Image, ImageFile
 
 from .utils import UserError, atomic_path
 
@@ -94,11 +95,26 @@ def _decode_jpeg(data, path, what, **scale):
         raise UserError(f'{path}: {kind} {what} ({e}); replace the file') from None
 
 
+@contextlib.contextmanager
+def _strict_pillow():
+    """Make Pillow raise on truncated data and print nothing, for the `with` body."""
+    # Importing gluoncv sets ImageFile.LOAD_TRUNCATED_IMAGES = True for the whole
+    # process, which would let truncated files through as grey.
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            # Bomb warnings (our limit is checked instead), palette transparency notes.
+            warnings.simplefilter('ignore')
+            yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
 def _open_pil(data, path, what):
     """Open non-JPEG bytes with Pillow (header only), checked against the pixel limit."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # ours is below
+        with _strict_pillow():
             im = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
     except Image.DecompressionBombError:
         # Pillow refuses at open, before we see the size; its limit may be ours' or lower.
@@ -117,9 +133,8 @@ def _open_pil(data, path, what):
 def _load_pil(im, path, what, mode=None):
     """Decode an opened Pillow image to an array, optionally converted to `mode`."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # e.g. palette transparency notes
-            im.load()  # raises on truncated data (LOAD_TRUNCATED_IMAGES is off)
+        with _strict_pillow():
+            im.load()
             return np.array(im.convert(mode) if mode and im.mode != mode else im)
     except (OSError, SyntaxError, ValueError) as e:
         raise UserError(f'{path}: unreadable or truncated {what} ({e})') from None
@@ -166,8 +181,8 @@ def read_image(path, exif_orientation=False, what='image'):
         rgb = _decode_jpeg(data, path, what)
         return _orient(rgb, _jpeg_orientation(data)) if exif_orientation else rgb
     with _open_pil(data, path, what) as im:
-        orientation = _exif_orientation(im) if exif_orientation else 1
-        return _orient(_load_pil(im, path, what, 'RGB'), orientation)
+        rgb = _load_pil(im, path, what, 'RGB')  # before getexif(), which loads leniently
+        return _orient(rgb, _exif_orientation(im)) if exif_orientation else rgb
 
 
 def check_image(path, what='image'):

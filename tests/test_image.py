@@ -7,7 +7,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from d2lfcn import image
 from d2lfcn.utils import UserError
@@ -157,12 +157,16 @@ def test_corrupt_jpeg_data_is_an_error_though_opencv_decodes_it(tmp_path, capfd)
 
 @pytest.mark.parametrize('fmt, fragment', [('JPEG', 'truncated image (Premature end'),
                                            ('PNG', 'unreadable or truncated image')])
-def test_truncated_files_are_errors(tmp_path, fmt, fragment):
+@pytest.mark.parametrize('pillow_lenient', [False, True])
+def test_truncated_files_are_errors(tmp_path, monkeypatch, fmt, fragment, pillow_lenient):
+    # `import gluoncv` sets this for the whole process; it must not matter.
+    monkeypatch.setattr(ImageFile, 'LOAD_TRUNCATED_IMAGES', pillow_lenient)
     path = tmp_path / 'a'
     _save(path, _photo(120, 160), fmt)  # large enough that half cuts the pixel data
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 2])
-    for read in (image.read_image, image.check_image):
+    for read in (image.read_image, image.check_image,
+                 lambda p: image.read_image(p, exif_orientation=True)):
         with pytest.raises(UserError, match=fragment.replace('(', r'\(')):
             read(str(path))
 
