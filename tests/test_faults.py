@@ -577,8 +577,11 @@ def _disk_full(t):
     """Put $D2LFCN_DATA on a 64 KiB tmpfs (root only), then download 200 KB into it."""
     small = t.tmp / 'data'
     small.mkdir()
-    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(small)],
-                             capture_output=True)
+    try:
+        mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs',
+                                  str(small)], capture_output=True)
+    except FileNotFoundError:
+        pytest.skip('no mount command here')
     if mounted.returncode:
         pytest.skip('cannot mount a small tmpfs here (needs root): '
                     + mounted.stderr.decode().strip())
