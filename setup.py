@@ -23,6 +23,9 @@ setup(
         'opencv-python==4.11.0.86',
         'matplotlib>=3.5',
         'Pillow>=9',
+        # libjpeg-turbo with strict decoding (>=1.7.2): data libjpeg would only
+        # warn about and patch with grey ("Corrupt JPEG data") raises instead.
+        'simplejpeg>=1.7.2',
         'tqdm>=4.60',
     ],
     extras_require={

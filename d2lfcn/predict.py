@@ -6,12 +6,11 @@ Explained in chapters/fcn.md.
 import argparse
 import os
 
-import cv2
-
+from .image import read_image, write_png
 from .inference import label2image, overlay, predict_image
 from .model import FCN_ARCHS, STRIDE, load_fcn
 from .recipes import devices_of
-from .utils import ArgumentParser, UserError, atomic_path, run_cli
+from .utils import ArgumentParser, UserError, run_cli
 
 
 def _read_rgb(path):
@@ -19,10 +18,7 @@ def _read_rgb(path):
     if not os.path.isfile(path):
         what = 'is not a file' if os.path.exists(path) else 'does not exist'
         raise UserError(f'image {path} {what}')
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise UserError(f'cannot read image {path}: not an image format OpenCV can decode')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return read_image(path, exif_orientation=True)  # upright, as viewers show it
 
 
 def _parse(argv):
@@ -31,7 +27,7 @@ def _parse(argv):
         description='Segment images with a trained FCN; write <stem>_label.png '
                     '(classes in VOC colours) and <stem>_overlay.png per image.')
     p.add_argument('images', nargs='+', metavar='IMAGE',
-                   help='image files (any size, any format OpenCV reads)')
+                   help='image files of any size: JPEG, PNG, BMP, GIF, TIFF, WebP or PPM')
     p.add_argument('--params', required=True,
                    help='FCN weights written by python -m d2lfcn.train (required)')
     p.add_argument('--out-dir', default='.',
@@ -84,12 +80,7 @@ def _outputs(images, out_dir):
 
 
 def _write_png(path, rgb):
-    try:
-        with atomic_path(path) as tmp:
-            if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-                raise OSError('OpenCV could not encode it')
-    except OSError as e:
-        raise UserError(f'cannot write {path}: {e.strerror or e}') from None
+    write_png(path, rgb)
 
 
 def main(argv=None):

@@ -134,9 +134,10 @@ def _write_tree(folder, params, names):
     for index, name in enumerate(names['train'] + names['val']):
         rng = np.random.default_rng([params['seed'], index])
         bgr, label = _draw_example(rng, params)
-        if not cv2.imwrite(os.path.join(folder, 'JPEGImages', name + '.jpg'), bgr,
-                           [cv2.IMWRITE_JPEG_QUALITY, 90]):
-            raise UserError(f'{folder}: cannot write images there')
+        # Encode, then write the bytes: cv2.imwrite crashes on non-UTF-8 file names.
+        jpg = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
+        with open(os.path.join(folder, 'JPEGImages', name + '.jpg'), 'wb') as f:
+            f.write(jpg.tobytes())
         png = Image.fromarray(label)  # mode 'L' ...
         png.putpalette(palette)       # ... becomes a palette PNG like VOC's
         png.save(os.path.join(folder, 'SegmentationClass', name + '.png'))

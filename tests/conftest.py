@@ -10,12 +10,17 @@ Fixtures any test file may use:
 - ``small_voc_params`` (session): the parameters it was made with.
 - ``small_voc_copy`` (function): a writable copy of that folder in the test's
   tmp_path, for tests that damage or edit files.
+- ``server`` (function): a local HTTP server on 127.0.0.1 serving
+  ``server.files`` (path -> bytes), with Range requests and ways to misbehave.
 
 Every session also runs with $D2LFCN_DATA pointing at a fresh temporary
 folder, so nothing (downloads, the demo dataset) is written to $HOME.
 """
+import http.server
 import os
 import shutil
+import socket
+import threading
 
 import pytest
 
@@ -50,3 +55,63 @@ def small_voc_copy(small_voc_dir, tmp_path):
     dst = os.path.join(str(tmp_path), 'VOCdevkit', 'VOC2012')
     shutil.copytree(small_voc_dir, dst)
     return dst
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serve `server.files`, honour `Range: bytes=N-`, optionally misbehave."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        srv = self.server
+        srv.requests.append((self.path, self.headers.get('Range')))
+        if self.path.startswith('/loop/'):  # a redirect to itself, forever
+            self.send_response(302)
+            self.send_header('Location', self.path)
+            self.end_headers()
+            return
+        data = srv.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        start = 0
+        rng = self.headers.get('Range')
+        if rng and not srv.ignore_range:
+            start = int(rng.split('=')[1].split('-')[0])
+            if start >= len(data):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header('Content-Range', f'bytes {start}-{len(data) - 1}/{len(data)}')
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header('Content-Length', srv.length or str(len(body)))
+        self.end_headers()
+        if srv.gate is not None:  # send half, then wait until the test opens the gate
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
+            srv.gate.wait(30)
+            body = body[len(body) // 2:]
+        if srv.cuts:  # promise the whole body, send half, hang up
+            srv.cuts -= 1
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server on 127.0.0.1 in a thread; yields it (files, requests, url)."""
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+    srv.files, srv.requests, srv.cuts, srv.ignore_range = {}, [], 0, False
+    srv.length, srv.gate = None, None  # a Content-Length to send; a threading.Event
+    srv.url = f'http://127.0.0.1:{srv.server_address[1]}'
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()

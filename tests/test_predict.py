@@ -167,6 +167,23 @@ def test_cli_end_to_end(tmp_path, params, fcn):
     assert cv2.imread(str(out / 'cat_overlay.png')).shape == (50, 70, 3)
 
 
+def test_cli_file_names_that_are_not_utf8(tmp_path, params, fcn):
+    # cv2.imread/imwrite crashed on these names (segmentation fault).
+    img = str(tmp_path / os.fsdecode(b'bad\xffname.jpg'))
+    cv2.imencode('.jpg', _image(40, 60))[1].tofile(img)
+    out = tmp_path / os.fsdecode(b'out\xfe')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'd2lfcn.predict', img, '--params', params,
+         '--out-dir', str(out), '--num-classes', '3'], capture_output=True, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    stem = os.fsdecode(b'bad\xffname')
+    assert sorted(os.listdir(out)) == [f'{stem}_label.png', f'{stem}_overlay.png']
+    rgb = cv2.imdecode(np.fromfile(img, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    label = cv2.imdecode(np.fromfile(str(out / f'{stem}_label.png'), np.uint8),
+                         cv2.IMREAD_COLOR)[:, :, ::-1]
+    np.testing.assert_array_equal(label, label2image(predict(fcn, rgb)))
+
+
 def test_cli_missing_image_exits_2_and_writes_nothing(tmp_path, params):
     img = _jpeg(tmp_path, 'ok.jpg')
     out = tmp_path / 'out'
@@ -194,7 +211,7 @@ def test_cli_errors_are_one_line(tmp_path, params, capsys):
     corrupt.write_bytes(os.urandom(200))
     out = str(tmp_path / 'out')
     cases = [
-        ([str(bad_img), '--params', params, '--num-classes', '3'], 'cannot read image'),
+        ([str(bad_img), '--params', params, '--num-classes', '3'], 'unreadable image'),
         ([str(tmp_path), '--params', params, '--num-classes', '3'], 'is not a file'),
         ([img, '--params', str(tmp_path / 'none.params')], 'does not exist'),
         ([img, '--params', str(corrupt)], 'corrupt'),

@@ -176,3 +176,12 @@ def test_demo_set_lives_in_the_data_dir_and_is_read_by_the_voc_code(capsys):
     assert f'read {len(ds)} examples' in capsys.readouterr().out
     feature, label = ds[0]
     assert feature.shape == (3, 128, 128) and label.shape == (128, 128)
+
+
+def test_folder_names_that_are_not_utf8(tmp_path):
+    # cv2.imwrite crashed (segmentation fault) on such paths.
+    root = str(tmp_path / os.fsdecode(b'data-\xff'))
+    voc_dir = synthetic.make_synthetic_voc(root, num_train=2, num_val=1, min_size=64,
+                                           max_size=64, small_fraction=0)
+    feature, label = voc.VOCSegDataset(True, (64, 64), voc_dir)[0]
+    assert feature.shape == (3, 64, 64) and label.shape == (64, 64)

@@ -500,11 +500,10 @@ def test_user_errors_are_one_line_and_write_nothing(argv, message, tmp_path, cap
     argv = [names.get(a, a) for a in argv]
     if '--out-dir' not in argv:
         argv += ['--out-dir', str(out)]
-    code, _, err = _run(argv, capsys)
+    code, out_text, err = _run(argv, capsys)
     assert code == 2
-    if download:  # the download announces its URL, then fails
-        assert err.startswith('downloading http://127.0.0.1:')
-        err = err.split('\n', 1)[1]
+    if download:  # the download announces its URL on stdout, then fails
+        assert out_text.startswith('downloading http://127.0.0.1:')
         assert '--demo' in err
     assert err.startswith('error: ') and err.count('\n') == 1 and message in err
     assert not out.exists()
