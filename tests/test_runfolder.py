@@ -258,3 +258,28 @@ def test_a_folder_written_before_checkpoints_resumes_predicts_and_exports(small_
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
 
+
+
+def test_a_bad_image_met_mid_run_leaves_the_previous_run_whole(small_voc_dir,
+                                                               small_voc_copy, tmp_path):
+    """A fresh run that fails in its first epoch must not cost the old run anything."""
+    from PIL import Image
+    out = tmp_path / 'out'
+    assert _train(small_voc_dir, out, '--num-epochs', '1').returncode == 0
+    before = _snapshot(out)
+    # A truncated PNG under a .jpg name: its header passes the upfront check.
+    with open(os.path.join(small_voc_copy, 'ImageSets', 'Segmentation', 'train.txt')) as f:
+        name = f.read().split()[0]
+    jpg = os.path.join(small_voc_copy, 'JPEGImages', name + '.jpg')
+    with Image.open(jpg) as im:
+        im.save(jpg + '.png')
+    data = open(jpg + '.png', 'rb').read()
+    os.remove(jpg + '.png')
+    with open(jpg, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    proc = _train(small_voc_copy, out, '--num-epochs', '2', '--seed', '7')
+    assert proc.returncode == 2 and proc.err.count('\n') == 1, proc.err
+    assert name in proc.err
+    assert _snapshot(out) == before
+    proc = _train(small_voc_dir, out, '--num-epochs', '2', '--resume')
+    assert proc.returncode == 0, proc.err
