@@ -16,8 +16,10 @@ setup(
         # MXNet 1.9.1 uses np.bool and friends, removed in numpy 1.24;
         # d2lfcn/compat.py restores them, but numpy 1.23 is the tested path
         # where it has wheels. Python 3.12 has no numpy 1.23 wheels: 1.26 there.
+        # No numpy line for 3.13: pip collects requirements before it checks
+        # python_requires, and would compile numpy 1.26 first, for minutes.
         'numpy>=1.21,<1.24; python_version < "3.12"',
-        'numpy>=1.26,<2; python_version >= "3.12"',
+        'numpy>=1.26,<2; python_version == "3.12"',
         # MXNet and gluoncv import distutils, gone from Python 3.12's standard
         # library; setuptools provides it again.
         'setuptools>=60; python_version >= "3.12"',
