@@ -42,7 +42,8 @@ def test_leaves_numpy_before_1_24_alone(version):
 
 
 def test_refuses_numpy_2_in_one_line():
-    with pytest.raises(ImportError, match=r"needs numpy<2, found numpy 2\.1\.0: pip install 'numpy<2'"):
+    message = r"needs numpy<2, found numpy 2\.1\.0: pip install 'numpy<2'"
+    with pytest.raises(ImportError, match=message):
         restore_removed_aliases(fake_numpy('2.1.0'))
 
 

@@ -58,7 +58,7 @@ def test_missing_voc_and_corrupt_weights_still_let_the_demo_run(tmp_path):
     assert f'copy {VOC_TAR} (about 2 GB, sha1 {VOC_SHA1}) into {data}' in out
     assert f'resnet18_v2 corrupt: {weights} has sha1 {sha1_of(weights)}, not {ZOO_SHA1}' in out
     assert '--backbone-params PATH' in out and '--no-pretrained-base' in out
-    assert 'one hybridized FCN training step on a 64x64 image: ok' in out
+    assert 'compute the FCN, hybridized, runs forward and backward: ok' in out
     installed = [n for n in ('mxnet', 'mxnet-cu112') if _installed(n)]
     assert f"(pip package {', '.join(installed)})" in out
     assert out.endswith('The demo can run: python -m d2lfcn.train --demo '
