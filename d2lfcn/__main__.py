@@ -17,7 +17,8 @@ import numpy as np
 from mxnet import autograd, nd
 from mxnet.gluon.model_zoo import model_store
 
-from . import __version__
+import d2lfcn
+
 from .compat import REMOVED_ALIASES
 from .download import file_sha1
 from .model import BACKBONE, backbone_file, get_fcn
@@ -156,10 +157,10 @@ def _report_setup(problems):
     if len(builds) > 1:
         _row('', 'warning: several MXNet builds share one `mxnet` folder; '
                  f'keep one: pip uninstall {builds[-1]}')
-    restored = [n for n in REMOVED_ALIASES if vars(np).get(n) is not None]
-    _row('numpy', np.__version__ + (f" (d2lfcn restored np.{', np.'.join(restored)} "
-                                    'for MXNet)' if np.lib.NumpyVersion(np.__version__)
-                                    >= '1.24.0' else ''))
+    note = ''
+    if np.lib.NumpyVersion(np.__version__) >= '1.24.0':
+        note = f" (d2lfcn restored np.{', np.'.join(REMOVED_ALIASES)} for MXNet)"
+    _row('numpy', np.__version__ + note)
     try:
         gluoncv = importlib.metadata.version('gluoncv')
     except importlib.metadata.PackageNotFoundError:
@@ -223,7 +224,7 @@ def main(argv=None):
         'VOC2012 and the pretrained weights are looked for and whether they are there. '
         'Exits 0 when the demo (python -m d2lfcn.train --demo) can run, else prints '
         'one line saying why and exits 2.')).parse_args(argv)
-    print(f'd2lfcn {__version__}: environment check')
+    print(f'd2lfcn {d2lfcn.__version__}: environment check')
     problems = []
     _report_setup(problems)
     data_dir = _report_folders(problems)
