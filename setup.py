@@ -9,10 +9,20 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['d2lfcn', 'd2lfcn.*']),
-    python_requires='>=3.8',
+    # MXNet 1.9.1 needs numpy<2, which has no wheels for Python 3.13: pip
+    # refuses 3.13 with one line instead of compiling numpy for pages.
+    python_requires='>=3.8,<3.13',
     install_requires=[
-        # MXNet 1.9.1 still uses np.bool / np.object, removed in numpy 1.24.
-        'numpy>=1.21,<1.24',
+        # MXNet 1.9.1 uses np.bool and friends, removed in numpy 1.24;
+        # d2lfcn/compat.py restores them, but numpy 1.23 is the tested path
+        # where it has wheels. Python 3.12 has no numpy 1.23 wheels: 1.26 there.
+        # No numpy line for 3.13: pip collects requirements before it checks
+        # python_requires, and would compile numpy 1.26 first, for minutes.
+        'numpy>=1.21,<1.24; python_version < "3.12"',
+        'numpy>=1.26,<2; python_version == "3.12"',
+        # MXNet and gluoncv import distutils, gone from Python 3.12's standard
+        # library; setuptools provides it again.
+        'setuptools>=60; python_version >= "3.12"',
         # The last gluoncv release; we use its SegmentationMetric as an
         # independent reference and the same model-zoo conventions.
         'gluoncv==0.10.5.post0',

@@ -14,6 +14,8 @@ __version__ = '0.1.0'
 if hasattr(os, 'sched_getaffinity'):
     os.environ.setdefault('OMP_NUM_THREADS', str(len(os.sched_getaffinity(0))))
 
+from . import compat  # noqa: E402,F401  (numpy aliases MXNet needs: before mxnet)
+
 try:
     import mxnet  # noqa: F401
 except ImportError:

@@ -24,6 +24,8 @@ import threading
 
 import pytest
 
+import d2lfcn  # noqa: F401  before any test imports mxnet: numpy 1.24+ needs d2lfcn.compat
+
 SMALL_VOC = dict(num_train=12, num_val=8, min_size=48, max_size=112,
                  small_size=64, small_fraction=0.25, seed=1)
 

@@ -507,9 +507,3 @@ def test_class_softmax_is_stable_for_large_scores():
     assert np.isfinite(P).all()
     np.testing.assert_allclose(P.ravel(), [1, 0, 0], atol=1e-6)
 
-
-def test_python_m_d2lfcn_prints_the_first_published_example(capsys):
-    from d2lfcn.__main__ import main
-    main([])
-    out = capsys.readouterr().out
-    assert '[[19. 25.]\n [37. 43.]]' in out

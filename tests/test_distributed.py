@@ -90,9 +90,10 @@ def _train_on_cluster(root, voc_dir, out, extra_args=(), servers_end=True):
     """
     env = _dmlc_env(_free_port())
     with _Cluster(str(root)) as cluster:
-        # Importing mxnet with DMLC_ROLE=scheduler or server runs that node's loop.
+        # Importing mxnet with DMLC_ROLE=scheduler or server runs that node's loop;
+        # through d2lfcn, which lets MXNet import on numpy 1.24+ (README).
         for role in ('scheduler', 'server'):
-            cluster.start(role, [sys.executable, '-c', 'import mxnet'],
+            cluster.start(role, [sys.executable, '-c', 'import d2lfcn'],
                           dict(env, DMLC_ROLE=role))
         for name in WORKERS:
             cluster.start(name, [sys.executable, '-m', 'd2lfcn.train', '--data-dir', voc_dir,
