@@ -14,13 +14,15 @@ __version__ = '0.1.0'
 if hasattr(os, 'sched_getaffinity'):
     os.environ.setdefault('OMP_NUM_THREADS', str(len(os.sched_getaffinity(0))))
 
-from . import compat  # noqa: E402,F401  (numpy aliases MXNet needs: before mxnet)
-
 try:
+    from . import compat  # noqa: F401  (numpy aliases MXNet needs: before mxnet)
     import mxnet  # noqa: F401
-except ImportError:
-    _MSG = ("d2lfcn needs MXNet: pip install 'd2lfcn[cpu]' "
-            "(or 'd2lfcn[cu112]' on a CUDA 11.2 machine)")
+except Exception as e:  # ImportError, or e.g. OSError for a missing libgomp
+    if isinstance(e, ModuleNotFoundError) and e.name == 'mxnet':
+        _MSG = ("d2lfcn needs MXNet: pip install 'd2lfcn[cpu]' "
+                "(or 'd2lfcn[cu112]' on a CUDA 11.2 machine)")
+    else:
+        _MSG = (str(e).strip().splitlines() or [type(e).__name__])[0]
     if sys.argv and sys.argv[0] == '-m':
         # Running a d2lfcn command (`python -m d2lfcn.train`): one line, exit 2.
         sys.stderr.write('error: ' + _MSG + '\n')
