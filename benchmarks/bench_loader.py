@@ -120,9 +120,9 @@ def child_d2lfcn(voc_dir, batch_size, crop, num_workers):
 
 def child_eager(voc_dir, batch_size, crop, num_workers):
     """Build a D2L-style eager loader (everything decoded up front), iterate one epoch."""
+    import d2lfcn  # first: it sets threads and numpy's aliases before MXNet starts
     import mxnet as mx
     from mxnet import gluon, image, nd
-    import d2lfcn
 
     # D2L's recipe, written for this benchmark: every image decoded and
     # normalised to float32 at build time; labels kept as RGB colour images.
@@ -180,9 +180,9 @@ def child_eager(voc_dir, batch_size, crop, num_workers):
 
 def child_train(batch_size, crop, steps):
     """Time forward/backward/SGD steps of D2L's FCN on random data."""
+    import d2lfcn  # first: it sets threads and numpy's aliases before MXNet starts
     import mxnet as mx
     from mxnet import autograd, gluon, nd
-    import d2lfcn
     net = d2lfcn.get_fcn(21, pretrained_base=False)
     net.hybridize()
     loss = gluon.loss.SoftmaxCrossEntropyLoss(axis=1)
