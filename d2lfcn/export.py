@@ -10,7 +10,8 @@ from mxnet import nd
 from mxnet.base import MXNetError
 
 from .model import FCN_ARCHS, STRIDE, load_fcn
-from .utils import ArgumentParser, UserError, run_cli
+from .utils import (ArgumentParser, UserError, check_mxnet_path, check_out_dir,
+                    removed_on_error, run_cli)
 
 __all__ = ['export_fcn']
 
@@ -27,20 +28,15 @@ def export_fcn(net, out_dir, prefix, height=320, width=480):
     ctx = next(iter(net.collect_params().values())).list_ctx()[0]
     net.hybridize()
     net(nd.zeros((1, 3, height, width), ctx=ctx)).wait_to_read()  # build the graph
-    created = not os.path.isdir(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.export-', dir=out_dir)
     names = [f'{prefix}-0000.params', f'{prefix}-symbol.json']
-    try:
-        net.export(os.path.join(tmp, prefix), epoch=0)
-        for name in names:  # the weights first: a symbol file implies its weights
-            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
-    except BaseException:
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with removed_on_error(out_dir):
+        tmp = tempfile.mkdtemp(prefix='.export-', dir=out_dir)
+        try:
+            net.export(os.path.join(tmp, prefix), epoch=0)
+            for name in names:  # the weights first: a symbol file implies its weights
+                os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return os.path.join(out_dir, names[1]), os.path.join(out_dir, names[0])
 
 
@@ -88,8 +84,8 @@ def _parse(argv):
 def main(argv=None):
     """Export the FCN in --params to --out-dir; see --help."""
     args = _parse(argv)
-    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        raise UserError(f'--out-dir {args.out_dir} is a file, not a folder')
+    check_out_dir(args.out_dir)
+    check_mxnet_path(args.out_dir, '--out-dir')
     net = load_fcn(args.params, args.arch, args.num_classes)
     prefix = args.prefix or net.arch
     try:

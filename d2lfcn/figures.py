@@ -11,7 +11,8 @@ import time
 
 from . import diagrams
 from .plotting import plot_predictions, plot_training_curves, save_figure
-from .utils import ArgumentParser, UserError, is_fast_mode, run_cli
+from .utils import (ArgumentParser, UserError, check_out_dir, is_fast_mode,
+                    removed_on_error, run_cli)
 
 # Figures drawn from nothing but the library: name -> function returning a Figure.
 SCHEMATICS = {
@@ -119,6 +120,9 @@ def main(argv=None):
     from .synthetic import demo_voc_dir, make_synthetic_voc
     from .voc import find_voc_dir
     args = _parser().parse_args(argv)
+    if args.dpi <= 0:
+        raise UserError(f'--dpi {args.dpi}: must be a positive number of dots per inch')
+    check_out_dir(args.out_dir)
     fast = args.fast or is_fast_mode()
     wanted = args.only or FIGURE_NAMES
     if args.params is not None and not os.path.isfile(args.params):
@@ -134,11 +138,16 @@ def main(argv=None):
         params = args.params
         if params is None and {'training-curves', 'predictions'} & set(wanted):
             params = _demo_run(voc_dir, os.path.join(tmp, 'run'), fast)
-        for name in wanted:
-            start = time.time()
-            fig = _draw(name, voc_dir, params, fast)
-            path = save_figure(fig, os.path.join(args.out_dir, name + '.png'), args.dpi)
-            print(f'{path} ({time.time() - start:.1f} s)', flush=True)
+        with removed_on_error(args.out_dir):
+            for name in wanted:
+                start = time.time()
+                fig = _draw(name, voc_dir, params, fast)
+                path = os.path.join(args.out_dir, name + '.png')
+                try:
+                    save_figure(fig, path, args.dpi)
+                except OSError as e:  # e.g. the disk filled up
+                    raise UserError(f'cannot write {path} ({e.strerror or e})') from None
+                print(f'{path} ({time.time() - start:.1f} s)', flush=True)
 
 
 if __name__ == '__main__':

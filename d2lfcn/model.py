@@ -12,7 +12,7 @@ from mxnet import init, nd
 from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import model_store, vision
 
-from .utils import UserError
+from .utils import UserError, check_mxnet_path
 
 __all__ = ['bilinear_kernel', 'FCN', 'SkipFCN', 'FCN_ARCHS', 'STRIDE', 'get_fcn',
            'backbone_file', 'load_fcn']
@@ -161,6 +161,7 @@ def _load_backbone(path, ctx):
     classes, or another number such as the book's stand-in): only its
     features are used, so its class count is read off its output layer.
     """
+    check_mxnet_path(path, '--backbone-params')
     if not os.path.isfile(path):
         raise UserError(f'backbone params file {path} does not exist; pass a '
                         f'{BACKBONE} .params file saved by the Gluon model zoo')
@@ -265,6 +266,7 @@ def load_fcn(params, arch=None, num_classes=None, ctx=None):
     Explained in chapters/fcn.md.
     """
     params = os.fspath(params)
+    check_mxnet_path(params, '--params')
     if not os.path.isfile(params):
         what = 'is a folder' if os.path.isdir(params) else 'does not exist'
         raise UserError(f'params file {params} {what}; pass --params with '

@@ -10,7 +10,7 @@ from .image import read_image, write_png
 from .inference import label2image, overlay, predict_image
 from .model import FCN_ARCHS, STRIDE, load_fcn
 from .recipes import devices_of
-from .utils import ArgumentParser, UserError, run_cli
+from .utils import ArgumentParser, UserError, check_out_dir, run_cli
 
 
 def _read_rgb(path):
@@ -87,8 +87,7 @@ def main(argv=None):
     """Segment IMAGE... with the FCN in --params; see --help."""
     args = _parse(argv)
     outputs = _outputs(args.images, args.out_dir)
-    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        raise UserError(f'--out-dir {args.out_dir} is a file, not a folder')
+    check_out_dir(args.out_dir)
     for path in args.images:  # check every input before writing anything
         _read_rgb(path)
     devices = devices_of(argparse.Namespace(gpus=args.gpus, cpus=None))

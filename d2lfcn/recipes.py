@@ -18,7 +18,8 @@ from .model import FCN_ARCHS, STRIDE, get_fcn
 from .runfolder import FILES, RunFolder, interrupts_deferred, new_run_id, read_args
 from .training import (SegmentationLoss, TrainingDiverged, background_baseline,
                        evaluate_whole_images, lr_at, train_ch13)
-from .utils import Terminated, UserError, atomic_path, default_data_dir, try_all_gpus
+from .utils import (Terminated, UserError, atomic_path, check_mxnet_path, check_out_dir,
+                    default_data_dir, try_all_gpus)
 from .voc import VOC_CLASSES, VOCSegDataset, find_voc_dir, voc_loaders
 
 __all__ = ['BOOK_RECIPE', 'DEMO_RECIPE', 'OPTIONS', 'recipe', 'fit']
@@ -65,9 +66,8 @@ def _check(args):
     if h <= 0 or w <= 0 or h % STRIDE or w % STRIDE:
         raise UserError(f'--crop-size {h} {w}: height and width must be positive '
                         f'multiples of {STRIDE} (the FCN downsamples by {STRIDE})')
-    out_dir = args['out_dir']
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UserError(f'--out-dir {out_dir}: is a file, not a folder')
+    check_out_dir(args['out_dir'])
+    check_mxnet_path(args['out_dir'], '--out-dir')
     ranges = (('num_epochs', args['num_epochs'] >= 1),
               ('batch_size', args['batch_size'] >= 1),
               ('lr', math.isfinite(args['lr']) and args['lr'] > 0),
@@ -119,8 +119,13 @@ def _voc_dir(args):
     """Return the VOC2012 folder to train on, generating or downloading it."""
     from . import synthetic, voc
     if args.data_dir is not None:
-        if not os.path.exists(args.data_dir):
-            raise UserError(f'--data-dir {args.data_dir}: no such folder')
+        try:
+            os.stat(args.data_dir)
+        except FileNotFoundError:
+            raise UserError(f'--data-dir {args.data_dir}: no such folder') from None
+        except OSError as e:  # e.g. a parent folder that may not be searched
+            raise UserError(f'--data-dir {args.data_dir}: cannot look there '
+                            f'({e.strerror})') from None
         return find_voc_dir(args.data_dir)
     if args.demo:
         return synthetic.demo_voc_dir()

@@ -2,6 +2,7 @@
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -42,6 +43,10 @@ def run_cli(main, argv=None):
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
+    # A file name that is not valid UTF-8 must not turn a report into a traceback.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, 'reconfigure'):
+            stream.reconfigure(errors='backslashreplace')
     try:
         return main(argv)
     except UserError as e:
@@ -136,6 +141,48 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def removed_on_error(folder):
+    """Create `folder` (and missing parents); remove what was created if the block fails."""
+    top = os.path.abspath(folder)
+    while not os.path.exists(os.path.dirname(top)):
+        top = os.path.dirname(top)
+    created = None if os.path.isdir(folder) else top
+    os.makedirs(folder, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        if created:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def check_out_dir(path, flag='--out-dir'):
+    """Refuse an output folder that is a file or cannot be written, before any work."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f'{flag} {path}: is a file, not a folder')
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):  # the folder that would hold what we create
+        probe = os.path.dirname(probe)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix='.write-test', dir=probe)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as e:
+        raise UserError(f'{flag} {path}: cannot write there ({e.strerror}); '
+                        f'choose another {flag}') from None
+
+
+def check_mxnet_path(path, flag):
+    """Refuse a path MXNet cannot open: its C API takes file names as UTF-8."""
+    try:
+        os.fsencode(path).decode('utf-8')
+    except UnicodeDecodeError:
+        raise UserError(f'{flag} {os.fsencode(path)!r}: MXNet reads and writes only '
+                        'paths that are valid UTF-8; rename the file or folder') from None
 
 
 def default_data_dir():

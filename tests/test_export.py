@@ -133,7 +133,7 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, run_dir, capsys):
         assert len(err.splitlines()) == 1 and err.startswith('error: ') and message in err
     assert not os.path.exists(out)
     code, err = _run(['--params', params, '--out-dir', str(a_file)], capsys)
-    assert code == 2 and err == f'error: --out-dir {a_file} is a file, not a folder\n'
+    assert code == 2 and err == f'error: --out-dir {a_file}: is a file, not a folder\n'
     code, err = _run(['--out-dir', out], capsys)
     assert code == 2 and '--params' in err and len(err.splitlines()) == 1
 

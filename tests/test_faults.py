@@ -668,7 +668,140 @@ ARCHIVE_FAULTS = [
           'the folder to extract is a symlink'),
 ]
 
-FAULTS = VOC_FAULTS + PREDICT_FAULTS + DOWNLOAD_FAULTS + ARCHIVE_FAULTS
+# ------------------------------------ faults: run folders, export, figures
+
+def _small_disk(t, name, size='64k'):
+    """Mount a small tmpfs at tmp_path/name (root only) and return its path."""
+    small = t.tmp / name
+    small.mkdir()
+    try:
+        mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs',
+                                  str(small)], capture_output=True)
+    except FileNotFoundError:
+        pytest.skip('no mount command here')
+    if mounted.returncode:
+        pytest.skip('cannot mount a small tmpfs here (needs root): '
+                    + mounted.stderr.decode().strip())
+    t.cleanup.append(lambda: subprocess.run(['umount', str(small)], check=True))
+    return str(small)
+
+
+def _read_only(t, name):
+    """Return a folder (created now) that the command may not write into."""
+    folder = t.tmp / name
+    folder.mkdir()
+    folder.chmod(0o555)
+    t.in_child.append(_drop_dac_override)
+    t.cleanup.append(lambda: folder.chmod(0o755))
+    return str(folder)
+
+
+def _locked_out_dir(t):
+    """Hold the out dir's lock in this (parent) process while the row runs."""
+    from d2lfcn.runfolder import RunFolder
+    holder = RunFolder(t.out)
+    holder.lock()
+    t.cleanup.append(holder.unlock)
+    return t.train()
+
+
+def _state(t, damage):
+    """A run folder whose state.json is valid JSON but damaged; resume it."""
+    os.makedirs(t.out)
+    row = dict(epoch=1, loss=1.0, train_acc=0.5, test_acc=0.5, test_miou=0.1)
+    state = dict(epoch=1, history=[row], best_miou=0.1, best_epoch=1,
+                 files={'last.params': 'ab', 'last.states': 'cd'})
+    damage(state)
+    with open(os.path.join(t.out, 'state.json'), 'w') as f:
+        f.write(__import__('json').dumps(state))
+    return t.train('--resume', '--num-epochs', '2')
+
+
+def _non_utf8(t, name):
+    return str(t.tmp / os.fsdecode(b'run-\xff' + name.encode()))
+
+
+def _export(t, *flags):
+    return ['d2lfcn.export', '--params', t.params, '--out-dir', t.out, *flags]
+
+
+def _figures(t, *flags):
+    return ['d2lfcn.figures', '--only', 'voc-legend', '--out-dir', t.out, *flags]
+
+
+RUN_FAULTS = [
+    Fault('train-seed-negative', lambda t: t.train('--seed', '-1'),
+          '--seed -1: out of range'),
+    Fault('train-out-dir-is-a-file',
+          lambda t: t.train() + ['--out-dir', t.write(str(t.tmp / 'f'), b'x')],
+          'is a file, not a folder'),
+    Fault('train-out-dir-read-only', lambda t: t.train() + ['--out-dir', _read_only(t, 'ro')],
+          'ro: cannot write there (Permission denied)'),
+    Fault('train-out-dir-in-read-only-folder',
+          lambda t: t.train() + ['--out-dir', os.path.join(_read_only(t, 'ro'), 'run')],
+          'run: cannot write there (Permission denied)'),
+    Fault('train-out-dir-not-utf8', lambda t: t.train() + ['--out-dir', _non_utf8(t, 'out')],
+          'MXNet reads and writes only paths that are valid UTF-8'),
+    Fault('train-out-dir-in-use', _locked_out_dir, f'(PID {os.getpid()}) is using it'),
+    Fault('train-disk-full-at-checkpoint',
+          lambda t: t.train() + ['--out-dir', os.path.join(_small_disk(t, 'disk'), 'run')],
+          'cannot save epoch 1 into'),
+    Fault('train-data-dir-parent-unsearchable',
+          lambda t: (t.voc(), t.train(data=os.path.join(
+              t.unreadable(str(t.tmp / 'VOCdevkit')), 'VOC2012')))[1],
+          'cannot look there (Permission denied)'),
+    Fault('resume-state-no-history', lambda t: _state(t, lambda s: s.pop('history')),
+          'is damaged (history does not hold 1 epochs)'),
+    Fault('resume-state-negative-epoch', lambda t: _state(t, lambda s: s.update(epoch=-2)),
+          'is damaged (epoch -2 is not a positive integer)'),
+    Fault('resume-state-string-epoch', lambda t: _state(t, lambda s: s.update(epoch='1')),
+          "is damaged (epoch '1' is not a positive integer)"),
+    Fault('resume-state-row-without-loss',
+          lambda t: _state(t, lambda s: s['history'][0].pop('loss')),
+          'is damaged (history row 1 lacks numbers)'),
+    Fault('resume-state-not-an-object', lambda t: _state(t, lambda s: s.clear()),
+          'is damaged ('),
+    Fault('resume-state-not-json',
+          lambda t: (_state(t, lambda s: None),
+                     t.write(os.path.join(t.out, 'state.json'), b'{"epoch": '))[0],
+          'is damaged ('),
+    Fault('resume-nothing-to-resume', lambda t: t.train('--resume'),
+          'state.json does not exist; train without --resume first'),
+    Fault('predict-alpha-nan', lambda t: t.predict(t.photo(), '--alpha', 'nan'),
+          '--alpha nan: must lie in [0, 1]'),
+    Fault('predict-alpha-5', lambda t: t.predict(t.photo(), '--alpha', '5'),
+          '--alpha 5.0: must lie in [0, 1]'),
+    Fault('predict-params-is-a-folder',
+          lambda t: t.predict(t.photo())[:2] + ['--params', str(t.tmp)], 'is a folder'),
+    Fault('predict-params-not-utf8',
+          lambda t: t.predict(t.photo())[:2] + ['--params', _non_utf8(t, 'p.params')],
+          'MXNet reads and writes only paths that are valid UTF-8'),
+    Fault('predict-gpus-negative', lambda t: t.predict(t.photo(), '--gpus', '-1'),
+          '--gpus -1: MXNet sees 0 GPU(s)'),
+    Fault('predict-out-dir-read-only',
+          lambda t: t.predict(t.photo()) + ['--out-dir', _read_only(t, 'ro')],
+          'cannot write there (Permission denied)'),
+    Fault('export-params-not-utf8',
+          lambda t: _export(t)[:1] + ['--params', _non_utf8(t, 'p.params'), '--out-dir', t.out],
+          'MXNet reads and writes only paths that are valid UTF-8'),
+    Fault('export-out-dir-read-only', lambda t: _export(t) + ['--out-dir', _read_only(t, 'ro')],
+          'cannot write there (Permission denied)'),
+    Fault('export-disk-full',
+          lambda t: _export(t) + ['--out-dir', os.path.join(_small_disk(t, 'disk'), 'deploy')],
+          'the disk is full or the write failed'),
+    Fault('figures-out-dir-is-a-file',
+          lambda t: _figures(t) + ['--out-dir', t.write(str(t.tmp / 'f'), b'x')],
+          'is a file, not a folder'),
+    Fault('figures-out-dir-read-only', lambda t: _figures(t) + ['--out-dir', _read_only(t, 'ro')],
+          'cannot write there (Permission denied)'),
+    Fault('figures-dpi-zero', lambda t: _figures(t, '--dpi', '0'),
+          '--dpi 0: must be a positive number'),
+    Fault('figures-disk-full',
+          lambda t: _figures(t) + ['--out-dir', os.path.join(_small_disk(t, 'disk', '16k'), 'img')],
+          'cannot write'),
+]
+
+FAULTS = VOC_FAULTS + PREDICT_FAULTS + DOWNLOAD_FAULTS + ARCHIVE_FAULTS + RUN_FAULTS
 
 
 # ------------------------------------------------------------ the test

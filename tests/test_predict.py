@@ -230,7 +230,7 @@ def test_cli_errors_are_one_line(tmp_path, params, capsys):
     assert not os.path.exists(out)
     code, err = _run([img, '--params', params, '--num-classes', '3',
                       '--out-dir', str(bad_img)], capsys)
-    assert code == 2 and err == f'error: --out-dir {bad_img} is a file, not a folder\n'
+    assert code == 2 and err == f'error: --out-dir {bad_img}: is a file, not a folder\n'
 
 
 def test_cli_help_names_every_flag_with_its_default(capsys):
