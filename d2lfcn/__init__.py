@@ -40,3 +40,4 @@ from .figures import *    # noqa: E402,F401,F403
 from .train import *      # noqa: E402,F401,F403
 from .diagrams import *    # noqa: E402,F401,F403
 from .classifier import *  # noqa: E402,F401,F403
+from .display import *     # noqa: E402,F401,F403
