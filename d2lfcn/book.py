@@ -9,13 +9,14 @@ import glob
 import hashlib
 import io
 import os
+import pathlib
 import re
 import shutil
 import tempfile
 import time
 
 from . import notebooks
-from .utils import ArgumentParser, UserError, run_cli
+from .utils import ArgumentParser, UserError, atomic_path, run_cli
 
 __all__ = []  # a command: nothing for `import d2lfcn`
 
@@ -177,12 +178,19 @@ def render_html(chapters_dir, names, cache_dir, key, html_dir, work_dir):
         f.write('built by python -m d2lfcn.book; the next build replaces this folder\n')
 
 
+def check_out_dir(out_dir):
+    """Stop with one line unless `out_dir` is absent, empty or a book built before."""
+    if os.path.isfile(out_dir) or (
+            os.path.isdir(out_dir) and os.listdir(out_dir)
+            and not os.path.isfile(os.path.join(out_dir, MARKER))):
+        raise UserError(f'--out-dir {out_dir} exists and is not a book built by '
+                        'd2lfcn.book: choose another folder or remove it')
+
+
 def replace_dir(new, old):
     """Move folder `new` to `old`, replacing a previous book there."""
+    check_out_dir(old)
     if os.path.exists(old):
-        if os.listdir(old) and not os.path.isfile(os.path.join(old, MARKER)):
-            raise UserError(f'--out-dir {old} exists and is not a book built by '
-                            'd2lfcn.book: choose another folder or remove it')
         trash = old.rstrip(os.sep) + '.old'
         shutil.rmtree(trash, ignore_errors=True)
         os.replace(old, trash)
@@ -212,6 +220,7 @@ def build_book(chapters_dir, out_dir, cache_dir, fast=False, log=print):
     """
     names = reading_order(chapters_dir)
     check_images(chapters_dir, names)
+    check_out_dir(out_dir)
     key = cache_key(fast)
     env = kernel_env(fast)
     execute_chapters(chapters_dir, names, cache_dir, key, env, log)
@@ -230,6 +239,45 @@ def build_book(chapters_dir, out_dir, cache_dir, fast=False, log=print):
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return ['index'] + names
+
+
+CHROMIUM_FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                  '--disable-background-networking', '--disable-component-update',
+                  '--disable-sync']
+
+
+def find_chromium():
+    """Return the path of the Chromium to drive: $D2LFCN_CHROMIUM or the system's."""
+    for candidate in [os.environ.get('D2LFCN_CHROMIUM'), 'chromium', 'chromium-browser',
+                      'google-chrome']:
+        path = candidate and shutil.which(candidate)
+        if path:
+            return path
+    raise UserError('no Chromium found: install it (apt-get install chromium) '
+                    'or set D2LFCN_CHROMIUM to its path')
+
+
+def screenshot_pages(html_dir, pages, out_dir):
+    """Save a full-page PNG of every page of the book into `out_dir`; return their paths."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise UserError("--screenshots needs playwright: pip install -e '.[cpu,book]'") \
+            from None
+    chromium = find_chromium()
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={'width': 1280, 'height': 900})
+        for name in pages:
+            page.goto(pathlib.Path(html_dir, name + '.html').resolve().as_uri())
+            path = os.path.join(out_dir, name + '.png')
+            with atomic_path(path) as tmp:
+                page.screenshot(path=tmp, full_page=True)
+            paths.append(path)
+        browser.close()
+    return paths
 
 
 def main(argv=None):
@@ -252,12 +300,18 @@ def main(argv=None):
     p.add_argument('--fast', action='store_true',
                    help='run the chapters with D2LFCN_FAST=1: tiny sizes, for tests '
                         '(default: off)')
+    p.add_argument('--screenshots', metavar='DIR',
+                   help='also save a full-page screenshot of every page into DIR, taken '
+                        'with headless Chromium (default: none)')
     args = p.parse_args(argv)
     start = time.time()
     pages = build_book(args.chapters_dir, args.out_dir, args.cache_dir, fast=args.fast)
     print(f'{len(pages)} pages in {time.time() - start:.0f} s: open '
           f'{os.path.join(args.out_dir, "index.html")}, or run '
           f'python -m http.server -d {args.out_dir}')
+    if args.screenshots:
+        paths = screenshot_pages(args.out_dir, pages, args.screenshots)
+        print(f'{len(paths)} screenshots in {args.screenshots}')
 
 
 if __name__ == '__main__':

@@ -10,7 +10,7 @@ from pygments.lexers.special import TextLexer
 
 project = 'd2lfcn'
 html_title = 'Fully Convolutional Networks'
-copyright = 'the d2lfcn authors'
+author = 'the d2lfcn authors'
 root_doc = 'index'
 
 extensions = ['myst_nb']
@@ -33,10 +33,14 @@ html_theme_options = {
     'use_download_button': False,
     'use_fullscreen_button': False,
     'navigation_with_keys': False,
+    'footer_content_items': ['author.html'],
 }
 html_static_path = ['static']
 html_css_files = ['book.css']
 html_copy_source = False
+# Search summaries fetch() each page, which browsers refuse for file:// pages;
+# without them the search works from the file system too.
+html_show_search_summary = False
 html_show_sourcelink = False
 html_last_updated_fmt = None
 html_math_renderer = 'mathml'
