@@ -26,7 +26,7 @@ def _jupytext():
     try:
         import jupytext
     except ImportError:
-        raise UserError("jupytext is not installed: pip install 'd2lfcn[test]' "
+        raise UserError("jupytext is not installed: pip install -e '.[book]' "
                         '(or pip install jupytext)') from None
     return jupytext
 
@@ -135,7 +135,7 @@ def execute_notebook(nb, cwd, env=None, timeout=1800):
         from nbclient import NotebookClient
         from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     except ImportError:
-        raise UserError("nbclient is not installed: pip install 'd2lfcn[test]'") from None
+        raise UserError("nbclient is not installed: pip install -e '.[book]'") from None
     env = dict(os.environ if env is None else env)
     env.pop('MPLBACKEND', None)  # a notebook shows its figures inline
     client = NotebookClient(nb, kernel_name=KERNELSPEC['name'], timeout=timeout,
