@@ -112,11 +112,20 @@ def kernel_env(fast):
     return env
 
 
+TOOLCHAIN = ['jupytext', 'nbclient', 'ipykernel', 'jupyter_cache', 'sphinx', 'myst_nb',
+             'sphinx_book_theme', 'latex2mathml']
+
+
+def check_toolchain():
+    """Stop with one line if a package of the book extra is missing."""
+    import importlib.util
+    missing = [name for name in TOOLCHAIN if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"the book needs {', '.join(missing)}: pip install -e '.[cpu,book]'")
+
+
 def _cache(cache_dir):
-    try:
-        from jupyter_cache import get_cache
-    except ImportError:
-        raise UserError("the book needs its toolchain: pip install -e '.[cpu,book]'") from None
+    from jupyter_cache import get_cache
     os.makedirs(cache_dir, exist_ok=True)
     return get_cache(cache_dir)
 
@@ -218,6 +227,7 @@ def build_book(chapters_dir, out_dir, cache_dir, fast=False, log=print):
     The book is built next to `out_dir` and moved there only when complete.
     Explained in chapters/index.md.
     """
+    check_toolchain()
     names = reading_order(chapters_dir)
     check_images(chapters_dir, names)
     check_out_dir(out_dir)

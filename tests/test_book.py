@@ -292,3 +292,11 @@ def test_missing_figure_and_foreign_out_dir_fail_before_anything_runs(tmp_path):
                         '--cache-dir', tmp_path / 'cache', tmp=tmp_path, check=False)
     assert proc.returncode == 2 and 'is not a book built by d2lfcn.book' in proc.stderr
     assert (mine / 'notes.txt').read_text() == 'keep me'
+
+
+def test_import_d2lfcn_loads_neither_the_book_nor_its_toolchain():
+    heavy = ('d2lfcn.book', 'sphinx', 'myst_nb', 'jupyter_cache', 'IPython')
+    code = f'import sys, d2lfcn\nprint([m for m in {heavy} if m in sys.modules])'
+    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    assert proc.stdout == '[]\n'
