@@ -25,7 +25,7 @@ CONF_DIR = os.path.join(PACKAGE_DIR, '_book')
 MARKER = '.d2lfcn-book'  # in every built book: only a book is ever replaced by a book
 LOCAL_LINK = re.compile(r'(?<!!)\[[^\]]*\]\(([\w.-]+)\.md(?:#[^)]*)?\)')
 IMAGE_LINK = re.compile(r'!\[[^\]]*\]\(([^)\s]+)')
-# Chapter code changes with these, but not with the commands that build the book.
+# Changes to these leave the chapters' outputs as they are: they build the book.
 NOT_LIBRARY = ('book.py', 'notebooks.py', '__main__.py')
 
 
@@ -183,6 +183,8 @@ def render_html(chapters_dir, names, cache_dir, key, html_dir, work_dir):
     if problems:
         more = f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''
         raise UserError(re.sub(r'\x1b\[[0-9;]*m', '', problems[0]) + more)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.join(html_dir, '_sources'))  # left empty: no sources copied
     with open(os.path.join(html_dir, MARKER), 'w') as f:
         f.write('built by python -m d2lfcn.book; the next build replaces this folder\n')
 
