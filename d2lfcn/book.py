@@ -100,8 +100,25 @@ def read_book_chapter(text, key):
     """
     import nbformat
     nb = notebooks.read_chapter(text)
+    # MyST-NB reports a problem at this line of the file plus its line in the cell.
+    nb.metadata['source_map'] = [-1] + source_map(text, nb.cells)
     nb.cells.insert(0, nbformat.v4.new_code_cell(key, metadata={'tags': ['remove-cell']}))
     return nb
+
+
+def source_map(text, cells):
+    """Return, for each cell, the line (from 1) of `text` before its source starts."""
+    lines, starts, at = text.splitlines(), [], 0
+    for cell in cells:
+        source = cell.source.splitlines()
+        first = next((i for i, line in enumerate(source) if line.strip()), 0)
+        try:
+            found = lines.index(source[first], at) if source else at
+        except ValueError:  # not verbatim in the file: keep the previous position
+            found = at
+        starts.append(found - first - 1)  # MyST-NB adds one, and so does MyST
+        at = found + len(source) - first
+    return starts
 
 
 def kernel_env(fast):
@@ -182,7 +199,10 @@ def render_html(chapters_dir, names, cache_dir, key, html_dir, work_dir):
     problems = [line for line in warnings.getvalue().splitlines() if line.strip()]
     if problems:
         more = f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''
-        raise UserError(re.sub(r'\x1b\[[0-9;]*m', '', problems[0]) + more)
+        first = re.sub(r'\x1b\[[0-9;]*m', '', problems[0])
+        # 'chapters/x.md:12: WARNING: text' reads as the book's other errors do.
+        first = re.sub(r'^(.+?):(\d+): (?:WARNING|ERROR): ', r'\1, line \2: ', first)
+        raise UserError(first + more)
     with contextlib.suppress(OSError):
         os.rmdir(os.path.join(html_dir, '_sources'))  # left empty: no sources copied
     with open(os.path.join(html_dir, MARKER), 'w') as f:

@@ -294,6 +294,18 @@ def test_missing_figure_and_foreign_out_dir_fail_before_anything_runs(tmp_path):
     assert (mine / 'notes.txt').read_text() == 'keep me'
 
 
+def test_a_formula_that_cannot_be_rendered_fails_the_build_at_its_paragraph(tmp_path):
+    chapters = tiny_book(tmp_path / 'chapters')
+    with open(chapters / 'second.md', 'a') as f:
+        f.write('\nThe last formula,\n$\\frac{1}{\\foo{x}}$, fails.\n')
+    proc = book_command('--chapters-dir', chapters, '--out-dir', tmp_path / 'html',
+                        '--cache-dir', tmp_path / 'cache', tmp=tmp_path, check=False)
+    assert proc.returncode == 2 and not (tmp_path / 'html').exists()
+    # second.md: 1 title, 2 blank, 3-6 the block, 7 blank, 8-9 the paragraph
+    assert proc.stderr == (f"error: {chapters / 'second.md'}, line 8: cannot render the "
+                           'formula $\\frac{1}{\\foo{x}}$ as MathML: unknown \\foo\n')
+
+
 def test_import_d2lfcn_loads_neither_the_book_nor_its_toolchain():
     heavy = ('d2lfcn.book', 'sphinx', 'myst_nb', 'jupyter_cache', 'IPython')
     code = f'import sys, d2lfcn\nprint([m for m in {heavy} if m in sys.modules])'

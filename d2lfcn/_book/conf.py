@@ -5,8 +5,14 @@ reading order, the execution cache, the notebook reader) as overrides; see
 d2lfcn/book.py. Everything here works offline: formulas become MathML when
 the book is built, and the theme ships its own scripts and fonts.
 """
+import html
+import re
+
 from docutils import nodes
 from pygments.lexers.special import TextLexer
+from sphinx.util import logging
+
+logger = logging.getLogger('d2lfcn.book')
 
 project = 'd2lfcn'
 html_title = 'Fully Convolutional Networks'
@@ -48,19 +54,31 @@ html_math_renderer = 'mathml'
 d2lfcn_chapters = []               # docnames in reading order, from chapters/index.md
 
 
-def _mathml(latex, display):
+def _mathml(node, display):
+    """Return the formula of `node` as MathML; warn (the book fails) if it cannot be."""
     from latex2mathml.converter import convert
-    return convert(latex, display=display)
+    latex = node.astext()
+    try:
+        mathml = convert(latex, display=display)
+        unknown = re.findall(r'>(\\[A-Za-z]+)<', mathml)  # latex2mathml keeps them as text
+        problem = unknown and 'unknown ' + ', '.join(unknown)
+    except Exception as e:  # latex2mathml raises several kinds on bad input
+        problem = f'{type(e).__name__} {e}'.strip()
+    if problem:
+        logger.warning(f'cannot render the formula ${latex}$ as MathML: {problem}',
+                       location=node)
+        return f'<code>{html.escape(latex)}</code>'
+    return mathml
 
 
 def _visit_math(self, node):
-    self.body.append(_mathml(node.astext(), 'inline'))
+    self.body.append(_mathml(node, 'inline'))
     raise nodes.SkipNode
 
 
 def _visit_displaymath(self, node):
     self.body.append(self.starttag(node, 'div', CLASS='math-display'))
-    self.body.append(_mathml(node.astext(), 'block') + '</div>\n')
+    self.body.append(_mathml(node, 'block') + '</div>\n')
     raise nodes.SkipNode
 
 
