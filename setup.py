@@ -1,5 +1,14 @@
-"""Install d2lfcn: `pip install -e '.[cpu]'` (or `.[cu112]` for CUDA 11.2)."""
+"""Install d2lfcn: `pip install -e '.[cpu]'` (or `.[cu112]` for CUDA 11.2; add `book` for the book)."""
 from setuptools import find_packages, setup
+
+# python -m d2lfcn.book and python -m d2lfcn.notebooks: jupytext reads the
+# chapters as notebooks, nbclient + ipykernel run them, jupyter-cache keeps the
+# outputs, Sphinx + MyST-NB + the book theme write the HTML, latex2mathml turns
+# formulas into MathML (no MathJax from the web), playwright drives the system
+# Chromium for --screenshots and the browser test.
+BOOK = ['jupytext==1.19.6', 'nbclient==0.11.0', 'ipykernel==7.4.0', 'jupyter-cache==1.0.1',
+        'sphinx==9.0.4', 'myst-nb==1.4.0', 'sphinx-book-theme==1.4.0',
+        'latex2mathml==3.81.1', 'playwright==1.65.2']
 
 setup(
     name='d2lfcn',
@@ -38,11 +47,14 @@ setup(
         'simplejpeg>=1.7.2',
         'tqdm>=4.60',
     ],
+    # The book's Sphinx configuration and style sheet (python -m d2lfcn.book).
+    package_data={'d2lfcn': ['_book/conf.py', '_book/static/*']},
     extras_require={
         # Both builds provide the `mxnet` module, so the user picks one.
         'cpu': ['mxnet==1.9.1'],
         'cu112': ['mxnet-cu112==1.9.1'],
-        # jupytext + nbclient + ipykernel: the test that runs a generated notebook.
-        'test': ['pytest>=7', 'jupytext>=1.14', 'nbclient>=0.7', 'ipykernel>=6'],
+        'book': BOOK,
+        # The book's browser test builds the book, so tests need all of it.
+        'test': ['pytest>=7'] + BOOK,
     },
 )

@@ -132,11 +132,14 @@ def test_chapter_imports_and_does_not_retype_the_library(chapter):
     assert any(re.search(r'^\s*(import d2lfcn|from d2lfcn)', c, re.M) for c in code)
     public = {n for n in dir(d2lfcn) if not n.startswith('_')}
     for c in code:
+        assert 'getsource(' not in c, (
+            f'{chapter.name}: show library code with d2lfcn.show_source, which '
+            'the book renders as highlighted code')
         for node in ast.walk(ast.parse(c)):
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 assert node.name not in public, (
-                    f'{chapter.name} re-defines d2lfcn.{node.name}; print it '
-                    'with inspect.getsource instead')
+                    f'{chapter.name} re-defines d2lfcn.{node.name}; show it '
+                    'with d2lfcn.show_source instead')
 
 
 @pytest.mark.parametrize('chapter', CHAPTERS, ids=chapter_id)

@@ -88,3 +88,28 @@ def test_generated_notebook_runs_in_jupyter(tmp_path, monkeypatch):
     prefix, module = outputs[-1].split()
     assert os.path.realpath(prefix) == os.path.realpath(sys.prefix)
     assert Path(module).resolve() == ROOT / 'd2lfcn' / '__init__.py'
+
+
+def test_execute_saves_outputs_and_a_failure_names_the_line(tmp_path, capsys):
+    from d2lfcn.utils import run_cli
+    chapter = tmp_path / 'tiny.md'
+    chapter.write_text(
+        '# Tiny\n\n```python\nfor i in range(3):\n    print(f"\\r{i}/2", end="")\n'
+        'print()\nprint("done")\n```\n\n```python\nimport matplotlib.pyplot as plt\n'
+        'plt.plot([0, 1])\nplt.show()\n```\n')
+    out = tmp_path / 'notebooks'
+    main([str(chapter), '--out-dir', str(out), '--execute'])
+    first, second = [c for c in nbformat.read(out / 'tiny.ipynb', as_version=4).cells
+                     if c.cell_type == 'code']
+    assert [o.text for o in first.outputs] == ['2/2\ndone\n']  # the bar's last state
+    assert [o.output_type for o in second.outputs] == ['display_data']
+    assert 'image/png' in second.outputs[0].data  # inline, whatever MPLBACKEND says
+
+    chapter.write_text('# Tiny\n\n```python\nx = 1\ny = x / 0\n```\n')
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, [str(chapter), '--out-dir', str(tmp_path / 'failed'), '--execute'])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (f'error: {chapter}, line 5: '
+                                       'ZeroDivisionError: division by zero\n')
+    assert not list((tmp_path / 'failed').glob('*.ipynb'))
