@@ -8,7 +8,8 @@ from mxnet.gluon import nn
 
 from .model import bilinear_kernel
 
-__all__ = ['corr2d', 'Conv2D', 'comp_conv2d', 'conv_output_shape',
+__all__ = ['corr2d', 'Conv2D', 'comp_conv2d', 'conv_output_shape', 'receptive_field',
+           'conv_layers',
            'corr2d_multi_in', 'corr2d_multi_in_out', 'corr2d_multi_in_out_1x1',
            'dense_per_pixel', 'dense_to_conv1x1', 'class_softmax',
            'trans_conv', 'transposed_conv_output_shape', 'kernel2matrix',
@@ -86,6 +87,41 @@ def conv_output_shape(input_shape, kernel_size, strides=1, padding=0):
     axes, (ks, ss, ps) = _per_axis(input_shape, kernel_size, strides, padding)
     out = tuple((n - k + 2 * p + s) // s for n, k, s, p in zip(axes, ks, ss, ps))
     return out[0] if np.isscalar(input_shape) else out
+
+
+def receptive_field(layers):
+    """Return (size, jump, start) of an output element after each of `layers`.
+
+    `layers` lists (kernel, stride, padding) along one axis, input first (see
+    `conv_layers`). `size` is how many input pixels an element sees, `jump`
+    how many input pixels lie between neighbouring elements (the output
+    stride), `start` the input coordinate of element 0's centre (element j
+    is centred on start + j * jump). Explained in chapters/conv-layer.md.
+    """
+    size, jump, start, out = 1, 1, 0.0, []
+    for k, s, p in layers:
+        size += (k - 1) * jump           # k - 1 more elements of the layer below
+        start += ((k - 1) / 2 - p) * jump
+        jump *= s
+        out.append((size, jump, start))
+    return out
+
+
+def conv_layers(block):
+    """Return (kernel, stride, padding) of every convolution and pooling in `block`.
+
+    Blocks are walked in order; a residual block's shortcut (`downsample`)
+    is skipped, since its 1x1 convolution sees less than the main path.
+    Square kernels are assumed; a dilated kernel counts as its spread.
+    Explained in chapters/conv-layer.md.
+    """
+    kwargs = getattr(block, '_kwargs', {})
+    if 'kernel' in kwargs and not kwargs.get('global_pool', False):
+        k, s = kwargs['kernel'][0], kwargs['stride'][0]
+        d = kwargs.get('dilate', (1,))[0]
+        return [(d * (k - 1) + 1, s, kwargs['pad'][0])]
+    return [layer for name, child in block._children.items() if name != 'downsample'
+            for layer in conv_layers(child)]
 
 
 def corr2d_multi_in(X, K):

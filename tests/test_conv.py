@@ -507,3 +507,34 @@ def test_class_softmax_is_stable_for_large_scores():
     assert np.isfinite(P).all()
     np.testing.assert_allclose(P.ravel(), [1, 0, 0], atol=1e-6)
 
+
+
+def test_receptive_field_equals_the_input_gradient_support():
+    """Backprop one output element through positive weights: its support is the field."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(1, 3, padding=1, use_bias=False), nn.Conv2D(1, 3, strides=2, padding=1,
+                                                                  use_bias=False),
+            nn.AvgPool2D(2, 2), nn.Conv2D(1, 5, padding=2, use_bias=False),
+            nn.Conv2D(1, 3, strides=2, dilation=2, padding=2, use_bias=False))
+    net.initialize(init.Constant(1.0))
+    fields = d2lfcn.receptive_field(d2lfcn.conv_layers(net))
+    assert fields == [(3, 1, 0.0), (5, 2, 0.0), (7, 4, 1.0), (23, 4, 1.0), (39, 8, 1.0)]
+    X = nd.ones((1, 1, 96, 96))
+    X.attach_grad()
+    with autograd.record():
+        Y = net(X)
+        j = Y.shape[2] // 2
+        element = Y[0, 0, j, j]
+    element.backward()
+    rows = np.flatnonzero(X.grad[0, 0].asnumpy().sum(axis=1))
+    size, jump, start = fields[-1]
+    assert rows[-1] - rows[0] + 1 == size
+    assert (rows[0] + rows[-1]) / 2 == start + j * jump
+
+
+def test_resnet18_receptive_fields_grow_to_435_pixels():
+    from mxnet.gluon.model_zoo import vision
+    features = vision.resnet18_v2().features
+    fields = [d2lfcn.receptive_field(d2lfcn.conv_layers(features[:i + 1]))[-1][:2]
+              for i in range(5, 9)]
+    assert fields == [(43, 4), (99, 8), (211, 16), (435, 32)]  # stages 1 to 4
