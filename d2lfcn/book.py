@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 
-from . import notebooks
+from . import chapters as jupyter_chapters
 from .utils import ArgumentParser, UserError, atomic_path, run_cli
 
 __all__ = []  # a command: nothing for `import d2lfcn`
@@ -41,8 +41,7 @@ def reading_order(chapters_dir):
         raise UserError(f'{index}: not found; run this in the d2lfcn checkout '
                         'or pass --chapters-dir')
     names = []
-    with open(index, encoding='utf-8') as f:
-        text = f.read()
+    text = jupyter_chapters.read_text(index)
     for number, line in enumerate(text.splitlines(), 1):
         for name in LOCAL_LINK.findall(line):
             if name == 'index' or name in names:
@@ -62,8 +61,7 @@ def check_images(chapters_dir, names):
     """Stop with one line if a chapter shows an image file that does not exist."""
     for name in ['index'] + names:
         path = os.path.join(chapters_dir, name + '.md')
-        with open(path, encoding='utf-8') as f:
-            lines = f.read().splitlines()
+        lines = jupyter_chapters.read_text(path).splitlines()
         for number, line in enumerate(lines, 1):
             for target in IMAGE_LINK.findall(line):
                 if re.match(r'^[a-z]+:', target):
@@ -99,7 +97,7 @@ def read_book_chapter(text, key):
     so both see the same notebook and jupyter-cache matches them.
     """
     import nbformat
-    nb = notebooks.read_chapter(text)
+    nb = jupyter_chapters.read_chapter(text)
     # MyST-NB reports a problem at this line of the file plus its line in the cell.
     nb.metadata['source_map'] = [-1] + source_map(text, nb.cells)
     nb.cells.insert(0, nbformat.v4.new_code_cell(key, metadata={'tags': ['remove-cell']}))
@@ -160,8 +158,7 @@ def execute_chapters(chapters_dir, names, cache_dir, key, env, log=print):
     ran = {}
     for name in ['index'] + names:
         path = os.path.join(chapters_dir, name + '.md')
-        with open(path, encoding='utf-8') as f:
-            text = f.read()
+        text = jupyter_chapters.read_text(path)
         nb = read_book_chapter(text, key)
         try:
             cache.match_cache_notebook(nb)
@@ -170,8 +167,8 @@ def execute_chapters(chapters_dir, names, cache_dir, key, env, log=print):
             pass
         log(f'executing {path} ...')
         try:
-            seconds = notebooks.execute_notebook(nb, cwd=chapters_dir, env=env)
-        except notebooks.CellError as e:
+            seconds = jupyter_chapters.execute_notebook(nb, cwd=chapters_dir, env=env)
+        except jupyter_chapters.CellError as e:
             raise UserError(f'{path}, {e.where(text, nb)}: {e.summary}') from None
         cache.cache_notebook_bundle(
             CacheBundleIn(nb, os.path.abspath(path), data={'execution_seconds': seconds}),

@@ -134,8 +134,10 @@ class RunFolder:
     def lock(self):
         """Take the folder for this process, or raise UserError naming the holder.
 
-        The lock is an flock on `.lock`, released by the kernel however the
-        process ends; so a killed run never leaves the folder locked.
+        The lock is a POSIX record lock on `.lock`, released by the kernel
+        however the process ends, and not inherited by forked children (such as
+        DataLoader workers, which could outlive a killed run); so a killed run
+        never leaves the folder locked.
         """
         top = os.path.abspath(self.out_dir)
         while not os.path.exists(os.path.dirname(top)):
@@ -154,7 +156,7 @@ class RunFolder:
                 raise UserError(f'--out-dir {self.out_dir}: cannot write there '
                                 f'({e.strerror}); choose another --out-dir') from None
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     raise

@@ -35,6 +35,16 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
+def _default_sigterm():
+    # A forked child (a DataLoader worker) must die of SIGTERM as before: its
+    # pool stops it that way, and Python code run at that moment could deadlock.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_default_sigterm)
+
+
 def run_cli(main, argv=None):
     """Run `main(argv)`; a `UserError` becomes one line on stderr and exit 2.
 

@@ -725,6 +725,11 @@ def _export(t, *flags):
     return ['d2lfcn.export', '--params', t.params, '--out-dir', t.out, *flags]
 
 
+def _notebooks(t):
+    chapter = t.write(str(t.tmp / 'c.md'), b'# A chapter\n\n```python\nprint(1)\n```\n')
+    return ['d2lfcn.notebooks', chapter, '--out-dir', t.out]
+
+
 def _figures(t, *flags):
     return ['d2lfcn.figures', '--only', 'voc-legend', '--out-dir', t.out, *flags]
 
@@ -796,6 +801,19 @@ RUN_FAULTS = [
           'cannot write there (Permission denied)'),
     Fault('figures-dpi-zero', lambda t: _figures(t, '--dpi', '0'),
           '--dpi 0: must be a positive number'),
+    Fault('notebooks-out-dir-is-a-file',
+          lambda t: _notebooks(t) + ['--out-dir', t.write(str(t.tmp / 'f'), b'x')],
+          'is a file, not a folder'),
+    Fault('notebooks-out-dir-read-only',
+          lambda t: _notebooks(t) + ['--out-dir', _read_only(t, 'ro')],
+          'cannot write there (Permission denied)'),
+    Fault('notebooks-chapter-not-utf8',
+          lambda t: ['d2lfcn.notebooks', t.write(str(t.tmp / 'c.md'), b'# Caf\xe9\n'),
+                     '--out-dir', t.out],
+          'c.md: not UTF-8 text (byte 0xe9 at offset 5)'),
+    Fault('notebooks-chapter-missing',
+          lambda t: ['d2lfcn.notebooks', str(t.tmp / 'none.md'), '--out-dir', t.out],
+          'none.md: cannot read chapter (No such file or directory)'),
     Fault('figures-disk-full',
           lambda t: _figures(t) + ['--out-dir', os.path.join(_small_disk(t, 'disk', '16k'), 'img')],
           'cannot write'),

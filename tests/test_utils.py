@@ -69,3 +69,31 @@ def test_default_data_dir_follows_the_environment(monkeypatch, tmp_path):
     assert default_data_dir() == str(tmp_path)
     monkeypatch.delenv('D2LFCN_DATA')
     assert default_data_dir() == os.path.join(os.path.expanduser('~'), '.d2lfcn', 'data')
+
+
+def test_sigterm_stops_a_command_but_kills_its_forked_children_as_before():
+    """A DataLoader worker must die of SIGTERM; its pool stops it that way."""
+    import signal
+    import subprocess
+    import sys
+    code = '''
+import os, signal, sys, time
+from d2lfcn.utils import run_cli
+
+def main(argv):
+    pid = os.fork()
+    if pid == 0:                      # a worker: SIGTERM kills it at once
+        time.sleep(60)
+        os._exit(0)
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGTERM)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # the command itself: one line, exit 143
+    time.sleep(5)
+
+run_cli(main)
+'''
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.stdout == f'{-signal.SIGTERM}\n'
+    assert (proc.returncode, proc.stderr) == (143, 'terminated\n')
