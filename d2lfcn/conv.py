@@ -100,7 +100,7 @@ def receptive_field(layers):
     """
     size, jump, start, out = 1, 1, 0.0, []
     for k, s, p in layers:
-        size += (k - 1) * jump           # k - 1 more elements of the layer below
+        size += (k - 1) * jump           # k - 1 more steps of the layer below
         start += ((k - 1) / 2 - p) * jump
         jump *= s
         out.append((size, jump, start))
@@ -108,7 +108,7 @@ def receptive_field(layers):
 
 
 def conv_layers(block):
-    """Return (kernel, stride, padding) of every convolution and pooling in `block`.
+    """Return (kernel, stride, padding) of every conv and pool layer in `block`.
 
     Blocks are walked in order; a residual block's shortcut (`downsample`)
     is skipped, since its 1x1 convolution sees less than the main path.
@@ -120,8 +120,8 @@ def conv_layers(block):
         k, s = kwargs['kernel'][0], kwargs['stride'][0]
         d = kwargs.get('dilate', (1,))[0]
         return [(d * (k - 1) + 1, s, kwargs['pad'][0])]
-    return [layer for name, child in block._children.items() if name != 'downsample'
-            for layer in conv_layers(child)]
+    return [layer for name, child in block._children.items()
+            if name != 'downsample' for layer in conv_layers(child)]
 
 
 def corr2d_multi_in(X, K):
