@@ -12,7 +12,7 @@ __all__ = ['corr2d', 'Conv2D', 'comp_conv2d', 'conv_output_shape', 'receptive_fi
            'conv_layers',
            'corr2d_multi_in', 'corr2d_multi_in_out', 'corr2d_multi_in_out_1x1',
            'dense_per_pixel', 'dense_to_conv1x1', 'class_softmax',
-           'trans_conv', 'transposed_conv_output_shape', 'kernel2matrix',
+           'trans_conv', 'stretch_input', 'transposed_conv_output_shape', 'kernel2matrix',
            'bilinear_upsampler', 'upsample_bilinear']
 
 
@@ -100,7 +100,7 @@ def receptive_field(layers):
     """
     size, jump, start, out = 1, 1, 0.0, []
     for k, s, p in layers:
-        size += (k - 1) * jump           # k - 1 more elements of the layer below
+        size += (k - 1) * jump           # k - 1 more steps of the layer below
         start += ((k - 1) / 2 - p) * jump
         jump *= s
         out.append((size, jump, start))
@@ -108,7 +108,7 @@ def receptive_field(layers):
 
 
 def conv_layers(block):
-    """Return (kernel, stride, padding) of every convolution and pooling in `block`.
+    """Return (kernel, stride, padding) of every conv and pool layer in `block`.
 
     Blocks are walked in order; a residual block's shortcut (`downsample`)
     is skipped, since its 1x1 convolution sees less than the main path.
@@ -120,8 +120,8 @@ def conv_layers(block):
         k, s = kwargs['kernel'][0], kwargs['stride'][0]
         d = kwargs.get('dilate', (1,))[0]
         return [(d * (k - 1) + 1, s, kwargs['pad'][0])]
-    return [layer for name, child in block._children.items() if name != 'downsample'
-            for layer in conv_layers(child)]
+    return [layer for name, child in block._children.items()
+            if name != 'downsample' for layer in conv_layers(child)]
 
 
 def corr2d_multi_in(X, K):
@@ -212,23 +212,44 @@ def class_softmax(scores):
 # ----------------------------------------------------------- transposed-conv
 
 
-def trans_conv(X, K, strides=1, padding=0):
+def trans_conv(X, K, strides=1, padding=0, output_padding=0):
     """Compute the 2D transposed convolution of X (h, w) with kernel K (kh, kw).
 
-    D2L's trans_conv(X, K) plus optional Gluon-style `strides` and per-side
-    `padding`. Explained in chapters/transposed-conv.md.
+    D2L's trans_conv(X, K) plus Gluon-style `strides`, per-side `padding` and
+    `output_padding` (rows and columns kept at the bottom and right).
+    Explained in chapters/transposed-conv.md.
     """
     h, w = K.shape
     sh, sw = _pair(strides)
     ph, pw = _pair(padding)
-    Y = nd.zeros(((X.shape[0] - 1) * sh + h, (X.shape[1] - 1) * sw + w),
-                 ctx=X.context)
+    oh, ow = _pair(output_padding)
+    full_h, full_w = (X.shape[0] - 1) * sh + h, (X.shape[1] - 1) * sw + w
+    Y = nd.zeros((full_h + oh, full_w + ow), ctx=X.context)
     # Each input element scatters a scaled copy of K, `strides` apart.
     for i in range(X.shape[0]):
         for j in range(X.shape[1]):
             Y[i * sh:i * sh + h, j * sw:j * sw + w] += X[i, j] * K
-    # Padding in a transposed convolution removes rows/columns at the border.
-    return Y[ph:Y.shape[0] - ph, pw:Y.shape[1] - pw]
+    # Padding in a transposed convolution removes rows/columns at the border;
+    # output_padding gives some back at the bottom and right.
+    return Y[ph:full_h - ph + oh, pw:full_w - pw + ow]
+
+
+def stretch_input(X, kernel_size, strides=1, padding=0, output_padding=0):
+    """Insert strides - 1 zeros between X's elements and pad k - 1 - padding zeros around.
+
+    corr2d of the result with the flipped kernel is trans_conv(X, K, strides,
+    padding, output_padding): a fractionally-strided convolution. The extra
+    `output_padding` zeros go at the bottom and right, as in Gluon.
+    Explained in chapters/transposed-conv.md.
+    """
+    (kh, kw), (sh, sw) = _pair(kernel_size), _pair(strides)
+    (ph, pw), (oh, ow) = _pair(padding), _pair(output_padding)
+    h, w = (X.shape[0] - 1) * sh + 1, (X.shape[1] - 1) * sw + 1
+    # Pad k - 1 on every side first, then cut `padding`: this also works
+    # when padding > k - 1, where the cut reaches into X itself.
+    Z = nd.zeros((h + 2 * (kh - 1) + oh, w + 2 * (kw - 1) + ow), ctx=X.context)
+    Z[kh - 1:kh - 1 + h:sh, kw - 1:kw - 1 + w:sw] = X
+    return Z[ph:Z.shape[0] - ph, pw:Z.shape[1] - pw]
 
 
 def transposed_conv_output_shape(input_shape, kernel_size, strides=1,

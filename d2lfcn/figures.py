@@ -23,6 +23,18 @@ SCHEMATICS = {
     'conv-as-matrix': diagrams.draw_conv_as_matrix,
     'bilinear-upsampling': diagrams.draw_bilinear_upsampling,
     'voc-legend': diagrams.draw_voc_legend,
+    # chapters/conv-layer.md and chapters/transposed-conv.md
+    'conv-example': lambda: diagrams.draw_conv(highlight=((0, 0), (1, 1))),
+    'conv-padding': lambda: diagrams.draw_conv(padding=1, highlight=((0, 1),)),
+    'conv-stride': lambda: diagrams.draw_conv(padding=1, strides=(3, 2),
+                                              highlight=((0, 1), (1, 0))),
+    'conv-multi-in': diagrams.draw_conv_multi_in,
+    'conv-multi-out': diagrams.draw_conv_multi_out,
+    'receptive-field': diagrams.draw_receptive_field,
+    'trans-conv-output-padding': lambda: diagrams.draw_trans_conv(
+        ((1, 2), (3, 4)), ((0, 1, 2), (3, 4, 5), (6, 7, 8)), strides=2, padding=1,
+        output_padding=1),
+    'trans-conv-as-conv': diagrams.draw_trans_conv_as_conv,
 }
 # Figures of data or of trained models.
 DATA_FIGURES = ['voc-samples', 'training-curves', 'predictions', 'classifier-heatmaps']

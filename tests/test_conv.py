@@ -360,6 +360,70 @@ def test_trans_conv_matches_numpy_dilated_conv():
                                    rtol=1e-4, atol=1e-5)
 
 
+WORKED_X = [[1, 2], [3, 4]]
+WORKED_K = [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+# 2x2 input, 3x3 kernel, stride 2, padding 1, output padding 1, summed by hand:
+# copies 1K, 2K, 3K, 4K two apart on a 5x5 grid; padding cuts the first row
+# and column, output padding keeps the last ones.
+WORKED_Y = [[4, 11, 8, 10], [10, 26, 18, 24], [12, 27, 16, 20], [21, 48, 28, 32]]
+
+
+def gluon_trans_conv(X, K, s, p, o):
+    X, K = np.asarray(X, dtype=np.float32), np.asarray(K, dtype=np.float32)
+    layer = nn.Conv2DTranspose(1, kernel_size=K.shape, strides=s, padding=p,
+                               output_padding=o, use_bias=False)
+    layer.initialize(init.Constant(nd.array(K).reshape((1, 1) + K.shape)))
+    return layer(nd.array(X).reshape((1, 1) + X.shape))[0, 0].asnumpy()
+
+
+def test_trans_conv_worked_example_2x2_to_4x4():
+    args = dict(strides=2, padding=1, output_padding=1)
+    assert d2lfcn.transposed_conv_output_shape(2, 3, **args) == 4  # (2-1)*2 - 2 + 3 + 1
+    ours = d2lfcn.trans_conv(nd.array(WORKED_X), nd.array(WORKED_K), **args).asnumpy()
+    np.testing.assert_array_equal(ours, WORKED_Y)
+    np.testing.assert_array_equal(gluon_trans_conv(WORKED_X, WORKED_K, 2, 1, 1), WORKED_Y)
+    # Without output padding the last row and column go as well: both 3 and 4
+    # are what a stride-2 convolution maps to 2.
+    np.testing.assert_array_equal(
+        d2lfcn.trans_conv(nd.array(WORKED_X), nd.array(WORKED_K), 2, 1).asnumpy(),
+        np.array(WORKED_Y)[:3, :3])
+
+
+def test_trans_conv_output_padding_matches_gluon():
+    rng = np.random.default_rng(10)
+    for xs, ks, s, p, o in [((3, 4), (3, 3), (2, 2), (1, 1), (1, 1)),
+                            ((2, 3), (4, 2), (3, 2), (1, 0), (2, 1)),
+                            ((3, 3), (2, 2), (2, 2), (0, 0), (1, 1))]:
+        X, K = rng.normal(size=xs), rng.normal(size=ks)
+        ours = d2lfcn.trans_conv(nd.array(X), nd.array(K), s, p, o).asnumpy()
+        np.testing.assert_allclose(ours, gluon_trans_conv(X, K, s, p, o), rtol=1e-4,
+                                   atol=1e-5)
+
+
+def test_stretch_input_worked_example_by_hand():
+    Z = d2lfcn.stretch_input(nd.array(WORKED_X), 3, strides=2, padding=1,
+                             output_padding=1).asnumpy()
+    want = np.zeros((6, 6))
+    want[1, 1], want[1, 3], want[3, 1], want[3, 3] = 1, 2, 3, 4  # 1 zero between, 1 around
+    np.testing.assert_array_equal(Z, want)
+    flipped = nd.array(np.flip(WORKED_K))  # both axes
+    np.testing.assert_array_equal(d2lfcn.corr2d(nd.array(Z), flipped).asnumpy(), WORKED_Y)
+
+
+def test_stretch_input_then_stride_1_conv_is_the_transposed_conv():
+    # Fractionally strided: against Gluon, for paddings below, at and above k - 1.
+    rng = np.random.default_rng(11)
+    for xs, ks, s, p, o in [((3, 4), (3, 2), (2, 3), (1, 0), (1, 2)),
+                            ((4, 3), (4, 4), (2, 2), (1, 1), (0, 0)),
+                            ((3, 3), (2, 3), (3, 1), (1, 2), (2, 0)),
+                            ((4, 4), (3, 3), (2, 2), (3, 3), (1, 1))]:
+        X, K = rng.normal(size=xs), rng.normal(size=ks)
+        Z = d2lfcn.stretch_input(nd.array(X), ks, s, p, o)
+        Y = d2lfcn.corr2d(Z, nd.array(np.flip(K)))
+        np.testing.assert_allclose(Y.asnumpy(), gluon_trans_conv(X, K, s, p, o),
+                                   rtol=1e-4, atol=1e-5)
+
+
 # ------------------------------------------- 11: bilinear upsampling
 
 

@@ -9,10 +9,12 @@ import os
 
 import cv2
 import matplotlib
+import matplotlib.colors
 import numpy as np
 import pytest
 from matplotlib.patches import Rectangle
-from mxnet import nd
+from mxnet import init, nd
+from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import vision
 from PIL import Image
 
@@ -152,3 +154,127 @@ def test_save_figure_is_atomic(tmp_path):
         save_figure(diagrams.draw_voc_legend(), str(tmp_path / 'bad.xyz'))
     assert sorted(os.listdir(tmp_path)) == ['sub']
     assert os.listdir(tmp_path / 'sub') == ['legend.png']
+
+
+# ---------------------------------------------------- conv-layer and transposed-conv
+
+
+def outlines(fig):
+    """Return (x, y, w, h) of every unfilled rectangle: the highlighted windows."""
+    return [(p.get_x(), p.get_y(), p.get_width(), p.get_height()) for ax in fig.axes
+            for p in ax.patches if isinstance(p, Rectangle) and not p.get_fill()]
+
+
+def sliding_window(P, K, stride=(1, 1)):
+    """The textbook cross-correlation, one window at a time."""
+    P, K = np.asarray(P, dtype=float), np.asarray(K, dtype=float)
+    (kh, kw), (sh, sw) = K.shape, stride
+    rows, cols = (P.shape[0] - kh) // sh + 1, (P.shape[1] - kw) // sw + 1
+    return np.array([[(P[i * sh:i * sh + kh, j * sw:j * sw + kw] * K).sum()
+                      for j in range(cols)] for i in range(rows)])
+
+
+EX_X = np.arange(9).reshape(3, 3)
+EX_K = np.array([[0, 1], [2, 3]])
+
+
+def test_conv_example_figure_is_d2ls_example():
+    fig = diagrams.draw_conv(highlight=((0, 0), (1, 1)))
+    assert numbers(fig) == sorted(list(range(9)) + [0, 1, 2, 3] + [19, 25, 37, 43])
+    assert '0×0 + 1×1 + 3×2 + 4×3 = 19' in texts(fig)
+    assert '4×0 + 5×1 + 7×2 + 8×3 = 43' in texts(fig)
+
+
+def test_conv_padding_figure_pads_with_zeros():
+    fig = diagrams.draw_conv(padding=1, highlight=((0, 1),))
+    P = np.pad(EX_X, 1)
+    out = sliding_window(P, EX_K)
+    assert out.shape == (4, 4)
+    assert numbers(fig) == sorted(P.ravel().tolist() + EX_K.ravel().tolist()
+                                  + out.ravel().tolist())
+    assert '0×0 + 0×1 + 0×2 + 1×3 = 3' in texts(fig)   # the window at output (0, 1)
+    [(x, y, w, h)] = outlines(fig)
+    assert (w, h) == (2, 2)
+    grey = [p for ax in fig.axes for p in ax.patches if isinstance(p, Rectangle)
+            and p.get_fill() and np.allclose(p.get_facecolor()[:3], 217 / 255)]
+    assert len(grey) == 25 - 9                          # the padding ring
+
+
+def test_conv_stride_figure_is_d2ls_example():
+    fig = diagrams.draw_conv(padding=1, strides=(3, 2), highlight=((0, 1), (1, 0)))
+    P = np.pad(EX_X, 1)
+    assert numbers(fig) == sorted(P.ravel().tolist() + EX_K.ravel().tolist() + [0, 8, 6, 8])
+    assert '0×0 + 0×1 + 1×2 + 2×3 = 8' in texts(fig)
+    assert '0×0 + 6×1 + 0×2 + 0×3 = 6' in texts(fig)
+    (x0, y0, *_), (x1, y1, *_) = outlines(fig)
+    assert (x0 - x1, y1 - y0) == (2, 3)                # windows a stride apart
+
+
+def test_multi_channel_figures_are_d2ls_examples():
+    X1 = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    K1 = [1, 2, 3, 4]
+    fig = diagrams.draw_conv_multi_in()
+    parts = [19, 25, 37, 43] + [37, 47, 67, 77]        # each channel on its own
+    assert numbers(fig) == sorted(list(range(9)) + X1 + [0, 1, 2, 3] + K1 + parts
+                                  + [56, 72, 104, 120])
+    assert 'output: 19 + 37 = 56' in texts(fig)
+    fig = diagrams.draw_conv_multi_out()
+    kernels = [0, 1, 2, 3] + K1
+    kernels = kernels + [v + 1 for v in kernels] + [v + 2 for v in kernels]
+    outputs = [56, 72, 104, 120, 76, 100, 148, 172, 96, 128, 192, 224]
+    assert numbers(fig) == sorted(list(range(9)) + X1 + kernels + outputs)
+
+
+def test_receptive_field_figure_matches_resnet18():
+    net = vision.resnet18_v2()
+    net.initialize()
+    stage4 = net.features[:9](nd.zeros((1, 3, 320, 480))).shape[2:]
+    assert stage4 == (10, 15)
+    fig = diagrams.draw_receptive_field(320, 480, cell=(5, 10))
+    left, right = fig.axes[:2]
+    size, jump = left.lines[0].get_ydata(), left.lines[1].get_ydata()
+    assert len(size) == 18                             # 17 convs on the main path + 1 pool
+    assert [size[i] for i in (5, 9, 13, 17)] == [43, 99, 211, 435]
+    assert [jump[i] for i in (5, 9, 13, 17)] == [4, 8, 16, 32]
+    dots = right.lines[0]
+    assert len(dots.get_xdata()) == 10 * 15
+    assert sorted(set(dots.get_ydata())) == [32 * i for i in range(10)]
+    assert sorted(set(dots.get_xdata())) == [32 * j for j in range(15)]
+    squares = {p.get_width() for p in right.patches if isinstance(p, Rectangle)}
+    assert {43, 99, 211, 435, 32} <= squares
+    centre = [(p.get_x() + p.get_width() / 2, p.get_y() + p.get_height() / 2)
+              for p in right.patches if p.get_width() in (43, 435)]
+    assert centre == [(32 * 10, 32 * 5)] * 2  # imshow puts pixel (r, c) at y=r, x=c
+
+
+def test_trans_conv_output_padding_figure_is_the_worked_example():
+    X, K = [[1, 2], [3, 4]], np.arange(9).reshape(3, 3)
+    fig = diagrams.draw_trans_conv(X, K, strides=2, padding=1, output_padding=1)
+    layer = nn.Conv2DTranspose(1, 3, strides=2, padding=1, output_padding=1, use_bias=False)
+    layer.initialize(init.Constant(nd.array(K).reshape((1, 1, 3, 3))))
+    out = layer(nd.array(X).reshape((1, 1, 2, 2)))[0, 0].asnumpy()
+    full = np.zeros((5, 5))
+    for i in range(2):
+        for j in range(2):
+            full[2 * i:2 * i + 3, 2 * j:2 * j + 3] += X[i][j] * K
+    copies = [X[i][j] * k for i in range(2) for j in range(2) for k in K.ravel()]
+    assert numbers(fig) == sorted([1, 2, 3, 4] + K.ravel().tolist() + copies
+                                  + full.ravel().tolist() + out.ravel().tolist())
+    np.testing.assert_array_equal(out, full[1:, 1:])   # cut top/left, kept bottom/right
+
+
+def test_trans_conv_as_conv_figure_stretches_and_flips():
+    fig = diagrams.draw_trans_conv_as_conv()
+    stretched = np.zeros((6, 6))
+    stretched[1:4:2, 1:4:2] = [[1, 2], [3, 4]]
+    out = sliding_window(stretched, np.arange(9).reshape(3, 3)[::-1, ::-1])
+    assert out.tolist() == [[4, 11, 8, 10], [10, 26, 18, 24], [12, 27, 16, 20],
+                            [21, 48, 28, 32]]
+    assert numbers(fig) == sorted(stretched.ravel().tolist() + list(range(9))
+                                  + out.ravel().tolist())
+    colours = [tuple(p.get_facecolor()[:3]) for ax in fig.axes for p in ax.patches
+               if isinstance(p, Rectangle) and p.get_fill()]
+    inserted = matplotlib.colors.to_rgb('#fff2cc')
+    padding = matplotlib.colors.to_rgb('#d9d9d9')
+    assert colours.count(inserted) == 3 * 3 - 4        # zeros between the 4 elements
+    assert colours.count(padding) == 36 - 9
