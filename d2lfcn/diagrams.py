@@ -417,7 +417,10 @@ def draw_segmentation_tasks(image, ids, source):
     instances = np.zeros_like(semantic)
     for k, (_, mask) in enumerate(regions):
         instances[mask] = np.array(to_rgb(_INSTANCE_COLORS[k % 8])) * 255
-    fig, axes = _plt().subplots(1, 4, figsize=(12, 3 * ids.shape[0] / ids.shape[1] + 1.5))
+    height = 2.9 * ids.shape[0] / ids.shape[1] + 1.6    # inches: image, titles, legend
+    fig, axes = _plt().subplots(1, 4, figsize=(12, height))
+    fig.subplots_adjust(left=0.01, right=0.99, wspace=0.05, top=1 - 0.8 / height,
+                        bottom=0.55 / height)
     panels = [(image, 'image classification', ', '.join(names)),
               (image, 'object detection', f'{len(regions)} boxes with a class each'),
               (semantic, 'semantic segmentation', 'a class for every pixel'),
@@ -436,10 +439,11 @@ def draw_segmentation_tasks(image, ids, source):
     present = [0] + sorted({c for c, _ in regions})
     legend = [(VOC_CLASSES[c], VOC_COLORMAP[c]) for c in present]
     legend.append(('void (not a class)', VOC_VOID_COLOR))
-    axes[2].legend(handles=[_patches().Patch(facecolor=np.array(rgb) / 255, edgecolor='#555555',
-                                             label=name) for name, rgb in legend],
-                   loc='upper center', bbox_to_anchor=(0.5, 0), ncol=len(legend),
-                   fontsize=8, frameon=False, handlelength=1, columnspacing=1)
-    fig.suptitle(f'One image of the {source}, as four tasks see it', fontsize=11)
-    fig.tight_layout()
+    fig.legend(handles=[_patches().Patch(facecolor=np.array(rgb) / 255, edgecolor='#555555',
+                                         label=name) for name, rgb in legend],
+               loc='lower center', ncol=len(legend), fontsize=9, frameon=False,
+               handlelength=1, columnspacing=1.2, title='semantic segmentation colours',
+               title_fontsize=9)
+    fig.suptitle(f'One image of the {source}, as four tasks see it', fontsize=11,
+                 y=1 - 0.2 / height)
     return fig
