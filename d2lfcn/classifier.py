@@ -377,8 +377,8 @@ def plot_heatmaps(img, maps, sizes, rows, combined=None, title=None):
             ax = axes[r, k + 1]
             ax.imshow(img)
             heat = to_numpy(group_heatmap(m, ids))
-            # The cells are 32 input pixels apart; each is drawn over the block
-            # between its neighbours, though it sees much more of the image.
+            # extent stretches the map over the image: cells are 32 input pixels
+            # apart, so each is drawn as a 32-pixel square (it sees far more).
             shown = ax.imshow(heat, cmap='jet', alpha=0.55, vmin=0, vmax=1,
                               extent=(0, w, h, 0), interpolation='nearest')
             if r == 0:
