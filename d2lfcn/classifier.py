@@ -361,20 +361,19 @@ def plot_heatmaps(img, maps, sizes, rows, combined=None, title=None):
     arithmetic and geometric combinations. Returns the Figure.
     Explained in chapters/fully-convolutional-classifier.md.
     """
-    columns = [(f'{s} px: {m.shape[1]} x {m.shape[2]} cells', m) for s, m in zip(sizes, maps)]
+    columns = [(f'{s} px:\n{m.shape[1]} x {m.shape[2]} cells', m) for s, m in zip(sizes, maps)]
     columns += list((combined or {}).items())
     img = np.asarray(img)
     h, w = img.shape[:2]
     from matplotlib import pyplot as plt
-    side = 1.9                                       # inches per panel's width
-    fig, axes = plt.subplots(len(rows), len(columns) + 1, squeeze=False, layout='constrained',
-                             figsize=(side * (len(columns) + 1) + 1.2,
-                                      side * len(rows) * h / w + 0.9))
+    side = 1.35                          # inches per panel: 7-8 inches fit a book page
+    fig, axes = plt.subplots(len(rows), len(columns), squeeze=False, layout='constrained',
+                             figsize=(side * len(columns) + 1.4,
+                                      side * len(rows) * h / w + 1.0))
     for r, (label, ids) in enumerate(rows):
-        axes[r, 0].imshow(img)
-        axes[r, 0].set_ylabel(textwrap.fill(label, 18), fontsize=10)
+        axes[r, 0].set_ylabel(textwrap.fill(label, 16), fontsize=9)
         for k, (name, m) in enumerate(columns):
-            ax = axes[r, k + 1]
+            ax = axes[r, k]
             ax.imshow(img)
             heat = to_numpy(group_heatmap(m, ids))
             # extent stretches the map over the image: cells are 32 input pixels
@@ -386,11 +385,11 @@ def plot_heatmaps(img, maps, sizes, rows, combined=None, title=None):
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0, 0].set_title('image', fontsize=9)
     bar = fig.colorbar(shown, ax=axes, shrink=min(1.0, 2.5 / len(rows)), aspect=25)
-    bar.set_label('probability (a group: summed over its classes)', fontsize=9)
+    bar.set_label('probability (of a group: the sum)', fontsize=9)
+    bar.ax.tick_params(labelsize=8)
     if title:
-        fig.suptitle(textwrap.fill(title, 20 * (len(columns) + 1)), fontsize=10)
+        fig.suptitle(textwrap.fill(title, 16 * len(columns)), fontsize=9)
     return fig
 
 

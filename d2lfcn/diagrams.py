@@ -417,33 +417,33 @@ def draw_segmentation_tasks(image, ids, source):
     instances = np.zeros_like(semantic)
     for k, (_, mask) in enumerate(regions):
         instances[mask] = np.array(to_rgb(_INSTANCE_COLORS[k % 8])) * 255
-    height = 2.9 * ids.shape[0] / ids.shape[1] + 1.6    # inches: image, titles, legend
-    fig, axes = _plt().subplots(1, 4, figsize=(12, height))
-    fig.subplots_adjust(left=0.01, right=0.99, wspace=0.05, top=1 - 0.8 / height,
-                        bottom=0.55 / height)
+    height = 1.95 * ids.shape[0] / ids.shape[1] + 1.3    # inches: image, titles, legend
+    fig, axes = _plt().subplots(1, 4, figsize=(8, height))   # 8 inches fit a book page
+    fig.subplots_adjust(left=0.01, right=0.99, wspace=0.05, top=1 - 0.75 / height,
+                        bottom=0.45 / height)
     panels = [(image, 'image classification', ', '.join(names)),
               (image, 'object detection', f'{len(regions)} boxes with a class each'),
               (semantic, 'semantic segmentation', 'a class for every pixel'),
               (instances, 'instance segmentation', 'a mask for every object')]
     for ax, (picture, task, answer) in zip(axes, panels):
         ax.imshow(picture)
-        ax.set_title(f'{task}\n{answer}', fontsize=10)
+        ax.set_title(f'{task}\n{answer}', fontsize=9)
         ax.axis('off')
     for c, mask in regions:  # a detector's answer: the extent of each object
         ys, xs = np.nonzero(mask)
         axes[1].add_patch(_patches().Rectangle(
             (xs.min() - 0.5, ys.min() - 0.5), xs.max() - xs.min() + 1,
             ys.max() - ys.min() + 1, fill=False, edgecolor='yellow', lw=2))
-        axes[1].text(xs.min() + 1, ys.min() + 1, VOC_CLASSES[c], color='black', fontsize=8,
+        axes[1].text(xs.min() + 1, ys.min() + 1, VOC_CLASSES[c], color='black', fontsize=7,
                      va='top', bbox=dict(facecolor='yellow', pad=1, lw=0))
     present = [0] + sorted({c for c, _ in regions})
     legend = [(VOC_CLASSES[c], VOC_COLORMAP[c]) for c in present]
     legend.append(('void (not a class)', VOC_VOID_COLOR))
     fig.legend(handles=[_patches().Patch(facecolor=np.array(rgb) / 255, edgecolor='#555555',
                                          label=name) for name, rgb in legend],
-               loc='lower center', ncol=len(legend), fontsize=9, frameon=False,
+               loc='lower center', ncol=len(legend), fontsize=8, frameon=False,
                handlelength=1, columnspacing=1.2, title='semantic segmentation colours',
-               title_fontsize=9)
-    fig.suptitle(f'One image of the {source}, as four tasks see it', fontsize=11,
+               title_fontsize=8)
+    fig.suptitle(f'One image of the {source}, as four tasks see it', fontsize=10,
                  y=1 - 0.2 / height)
     return fig

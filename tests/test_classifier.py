@@ -218,13 +218,13 @@ def test_stand_in_when_nothing_is_cached(tmp_path, monkeypatch, small_voc_dir):
     objects = [n for n in names if n != 'background']
     fig = clf.heatmap_figure(got, img, (64, 96), objects, groups=['vehicle'])
     rows = len(objects) + 1                            # the classes, and the group
-    # Image, 2 sizes and 2 combinations per row, and one colour bar.
-    assert len(fig.axes) == rows * (1 + 2 + 2) + 1
-    labels = [fig.axes[r * 5].get_ylabel() for r in range(rows)]
+    # 2 sizes and 2 combinations per row, and one colour bar.
+    assert len(fig.axes) == rows * (2 + 2) + 1
+    labels = [fig.axes[r * 4].get_ylabel() for r in range(rows)]
     assert labels[:-1] == objects and labels[-1].split() == ['vehicle', '=', 'aeroplane',
                                                              '+', 'bus']
     assert 'probability' in fig.axes[-1].get_ylabel()    # the colour bar
     # The group's row shows the sum of its classes' probabilities.
     maps = clf.class_heatmaps(clf.to_fully_convolutional(got.net), img, (64,))
-    shown = np.asarray(fig.axes[(rows - 1) * 5 + 1].images[1].get_array())
+    shown = np.asarray(fig.axes[(rows - 1) * 4].images[1].get_array())
     assert np.abs(shown - (maps[0][1] + maps[0][2]).asnumpy()).max() < 1e-5
