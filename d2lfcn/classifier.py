@@ -266,13 +266,13 @@ def resize_to_multiple(img, short_side, multiple=STRIDE):
 
 
 def stable_softmax(scores, axis=1):
-    """Turn scores into probabilities along `axis`, subtracting the maximum first.
+    """Compute a softmax along `axis`, subtracting the maximum first.
 
     exp(s - max) lies in (0, 1], so nothing overflows, and the largest term is
     1, so the sum cannot underflow to 0; the result equals exp(s) / sum exp(s).
     Explained in chapters/fully-convolutional-classifier.md.
     """
-    shifted = scores - scores.max(axis=axis, keepdims=True)   # <= 0 everywhere
+    shifted = scores - scores.max(axis=axis, keepdims=True)  # <= 0
     e = nd.exp(shifted)
     return e / e.sum(axis=axis, keepdims=True)
 
@@ -288,9 +288,9 @@ def class_heatmaps(fcn, img, sizes, ctx=None):
     ctx = ctx or mx.cpu()
     maps = []
     for short_side in sizes:
-        x = normalize_image(resize_to_multiple(img, short_side))  # (h*32, w*32, 3)
-        X = x.transpose((2, 0, 1)).expand_dims(0).as_in_context(ctx)  # (1, 3, 32h, 32w)
-        maps.append(stable_softmax(fcn(X))[0])     # (C, h, w), sums to 1 over C
+        x = normalize_image(resize_to_multiple(img, short_side))  # (32h, 32w, 3)
+        X = x.transpose((2, 0, 1)).expand_dims(0).as_in_context(ctx)
+        maps.append(stable_softmax(fcn(X))[0])   # (C, h, w), sums to 1 over C
     return maps
 
 
@@ -320,13 +320,13 @@ def class_groups(classes):
 
 
 def group_heatmap(probs, class_ids):
-    """Return the probability of a group of classes at every position of (C, h, w) `probs`.
+    """Return a group's probability at every position of (C, h, w) `probs`.
 
-    The classes are disjoint events, so the group's probability is the sum of
-    theirs. Explained in chapters/fully-convolutional-classifier.md.
+    The classes are disjoint events, so the group's probability is the sum
+    of theirs. Explained in chapters/fully-convolutional-classifier.md.
     """
     ids = nd.array(class_ids, ctx=probs.context)
-    return nd.take(probs, ids, axis=0).sum(axis=0)             # (h, w)
+    return nd.take(probs, ids, axis=0).sum(axis=0)        # (h, w)
 
 
 def combine_heatmaps(maps, how='arithmetic', size=None):
@@ -340,15 +340,15 @@ def combine_heatmaps(maps, how='arithmetic', size=None):
     """
     if size is None:
         size = max((m.shape[1:] for m in maps), key=lambda s: s[0] * s[1])
-    resized = [nd.contrib.BilinearResize2D(m.expand_dims(0), height=size[0], width=size[1],
-                                           align_corners=False)[0]
-               for m in maps]                          # each (C, h, w)
-    stacked = nd.stack(*resized)                       # (sizes, C, h, w)
+    resized = [nd.contrib.BilinearResize2D(m.expand_dims(0), height=size[0],
+                                           width=size[1], align_corners=False)[0]
+               for m in maps]                         # each (C, h, w)
+    stacked = nd.stack(*resized)                      # (sizes, C, h, w)
     if how == 'arithmetic':
         return stacked.mean(axis=0)
     if how == 'geometric':
-        log_mean = nd.log(nd.maximum(stacked, 1e-12)).mean(axis=0)  # (C, h, w)
-        return stable_softmax(log_mean, axis=0)          # exp, renormalised over C
+        logs = nd.log(nd.maximum(stacked, 1e-12))     # 0 would be log(0) = -inf
+        return stable_softmax(logs.mean(axis=0), axis=0)  # exp, renormalised
     raise ValueError(f"how must be 'arithmetic' or 'geometric', not {how!r}")
 
 
