@@ -13,7 +13,7 @@ from mxnet import autograd, gluon, init, nd
 from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import vision
 
-from .conv import class_softmax, dense_to_conv1x1
+from .conv import dense_to_conv1x1
 from .model import STRIDE, backbone_file
 from .voc import VOC_CLASSES, normalize_image, read_voc_images, voc_colormap2label
 from .synthetic import SYNTHETIC_CLASSES
@@ -22,8 +22,9 @@ from .utils import UserError, to_numpy
 __all__ = ['STANDIN_CLASSES', 'Classifier', 'imagenet_classes',
            'pretrained_classifier', 'to_fully_convolutional', 'object_patches',
            'train_standin_classifier', 'get_classifier', 'resize_to_multiple',
-           'class_heatmaps', 'combine_heatmaps', 'plot_heatmaps', 'PRETRAINED_SIZES',
-           'STANDIN_SIZES', 'standin_example', 'heatmap_figure']
+           'stable_softmax', 'class_heatmaps', 'VOC_GROUPS', 'IMAGENET_DOGS',
+           'class_groups', 'group_heatmap', 'combine_heatmaps', 'plot_heatmaps',
+           'PRETRAINED_SIZES', 'STANDIN_SIZES', 'standin_example', 'heatmap_figure']
 
 # The stand-in's classes: background plus the embedded dataset's objects.
 STANDIN_CLASSES = ['background'] + [VOC_CLASSES[c] for c in SYNTHETIC_CLASSES]
@@ -264,21 +265,68 @@ def resize_to_multiple(img, short_side, multiple=STRIDE):
     return cv2.resize(np.asarray(img), (new_w, new_h), interpolation=cv2.INTER_AREA)
 
 
+def stable_softmax(scores, axis=1):
+    """Compute a softmax along `axis`, subtracting the maximum first.
+
+    exp(s - max) lies in (0, 1], so nothing overflows, and the largest term is
+    1, so the sum cannot underflow to 0; the result equals exp(s) / sum exp(s).
+    Explained in chapters/fully-convolutional-classifier.md.
+    """
+    shifted = scores - scores.max(axis=axis, keepdims=True)  # <= 0
+    e = nd.exp(shifted)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 def class_heatmaps(fcn, img, sizes, ctx=None):
     """Return one (C, h, w) map of class probabilities per input size.
 
     `img` is an (H, W, 3) RGB uint8 image; for each entry of `sizes` it is
-    resized with `resize_to_multiple`, so each heatmap cell covers a 32 x 32
-    block of the resized image. Explained in
+    resized with `resize_to_multiple`, so the map has one cell per 32 input
+    pixels (the output stride) along each side. Explained in
     chapters/fully-convolutional-classifier.md.
     """
     ctx = ctx or mx.cpu()
     maps = []
     for short_side in sizes:
-        x = normalize_image(resize_to_multiple(img, short_side))  # (h*32, w*32, 3)
-        X = x.transpose((2, 0, 1)).expand_dims(0).as_in_context(ctx)  # (1, 3, 32h, 32w)
-        maps.append(class_softmax(fcn(X))[0])      # (C, h, w), sums to 1 over C
+        x = normalize_image(resize_to_multiple(img, short_side))  # (32h, 32w, 3)
+        X = x.transpose((2, 0, 1)).expand_dims(0).as_in_context(ctx)
+        maps.append(stable_softmax(fcn(X))[0])   # (C, h, w), sums to 1 over C
     return maps
+
+
+# The VOC2012 devkit's four top-level categories of its 20 object classes.
+VOC_GROUPS = {
+    'person': ['person'],
+    'animal': ['bird', 'cat', 'cow', 'dog', 'horse', 'sheep'],
+    'vehicle': ['aeroplane', 'bicycle', 'boat', 'bus', 'car', 'motorbike', 'train'],
+    'indoor': ['bottle', 'chair', 'diningtable', 'potted plant', 'sofa', 'tv/monitor'],
+}
+# ImageNet-1k's 118 dog breeds, 'Chihuahua' (151) to 'Mexican hairless' (268).
+IMAGENET_DOGS = range(151, 269)
+
+
+def class_groups(classes):
+    """Return {group name: indices into `classes`} of the groups with members there.
+
+    1000 classes are taken to be ImageNet-1k's, in the model zoo's order: they
+    give the group 'dog' of its 118 breeds. Other classes are grouped by
+    VOC_GROUPS. Explained in chapters/fully-convolutional-classifier.md.
+    """
+    if len(classes) == 1000:
+        return {'dog': list(IMAGENET_DOGS)}
+    groups = {name: [classes.index(c) for c in members if c in classes]
+              for name, members in VOC_GROUPS.items()}
+    return {name: ids for name, ids in groups.items() if ids}
+
+
+def group_heatmap(probs, class_ids):
+    """Return a group's probability at every position of (C, h, w) `probs`.
+
+    The classes are disjoint events, so the group's probability is the sum
+    of theirs. Explained in chapters/fully-convolutional-classifier.md.
+    """
+    ids = nd.array(class_ids, ctx=probs.context)
+    return nd.take(probs, ids, axis=0).sum(axis=0)        # (h, w)
 
 
 def combine_heatmaps(maps, how='arithmetic', size=None):
@@ -292,51 +340,56 @@ def combine_heatmaps(maps, how='arithmetic', size=None):
     """
     if size is None:
         size = max((m.shape[1:] for m in maps), key=lambda s: s[0] * s[1])
-    resized = [nd.contrib.BilinearResize2D(m.expand_dims(0), height=size[0], width=size[1],
-                                           align_corners=False)[0]
-               for m in maps]                          # each (C, h, w)
-    stacked = nd.stack(*resized)                       # (sizes, C, h, w)
+    resized = [nd.contrib.BilinearResize2D(m.expand_dims(0), height=size[0],
+                                           width=size[1], align_corners=False)[0]
+               for m in maps]                         # each (C, h, w)
+    stacked = nd.stack(*resized)                      # (sizes, C, h, w)
     if how == 'arithmetic':
         return stacked.mean(axis=0)
     if how == 'geometric':
-        log_mean = nd.log(nd.maximum(stacked, 1e-12)).mean(axis=0)  # (C, h, w)
-        return class_softmax(log_mean.expand_dims(0))[0]  # exp, renormalised over C
+        logs = nd.log(nd.maximum(stacked, 1e-12))     # 0 would be log(0) = -inf
+        return stable_softmax(logs.mean(axis=0), axis=0)  # exp, renormalised
     raise ValueError(f"how must be 'arithmetic' or 'geometric', not {how!r}")
 
 
-def plot_heatmaps(img, maps, sizes, classes, class_ids, combined=None, title=None):
-    """Draw each class's heatmaps over the image: one row per class, one column per map.
+def plot_heatmaps(img, maps, sizes, rows, combined=None, title=None):
+    """Draw heatmaps over the image: one row per class or group, one column per map.
 
+    `rows` lists (label, class indices): a row shows the probability of its
+    class, or the summed probability of its group (`group_heatmap`).
     `combined` is an optional dict {name: (C, h, w) map}, such as the
     arithmetic and geometric combinations. Returns the Figure.
     Explained in chapters/fully-convolutional-classifier.md.
     """
-    columns = [(f'{s} px, {m.shape[1]}x{m.shape[2]} cells', m) for s, m in zip(sizes, maps)]
+    columns = [(f'{s} px:\n{m.shape[1]} x {m.shape[2]} cells', m) for s, m in zip(sizes, maps)]
     columns += list((combined or {}).items())
     img = np.asarray(img)
     h, w = img.shape[:2]
     from matplotlib import pyplot as plt
-    fig, axes = plt.subplots(len(class_ids), len(columns) + 1, squeeze=False,
-                             figsize=(2 * (len(columns) + 1), 2 * len(class_ids) * h / w + 0.6))
-    for r, c in enumerate(class_ids):
-        axes[r, 0].imshow(img)
-        axes[r, 0].set_ylabel(classes[c], fontsize=10)
+    side = 1.35                          # inches per panel: 7-8 inches fit a book page
+    fig, axes = plt.subplots(len(rows), len(columns), squeeze=False, layout='constrained',
+                             figsize=(side * len(columns) + 1.4,
+                                      side * len(rows) * h / w + 1.0))
+    for r, (label, ids) in enumerate(rows):
+        axes[r, 0].set_ylabel(textwrap.fill(label, 16), fontsize=9)
         for k, (name, m) in enumerate(columns):
-            ax = axes[r, k + 1]
+            ax = axes[r, k]
             ax.imshow(img)
-            heat = to_numpy(m[c])
-            # extent stretches the map over the image: each cell over its block.
-            ax.imshow(heat, cmap='jet', alpha=0.55, vmin=0, vmax=1,
-                      extent=(0, w, h, 0), interpolation='nearest')
+            heat = to_numpy(group_heatmap(m, ids))
+            # extent stretches the map over the image: cells are 32 input pixels
+            # apart, so each is drawn as a 32-pixel square (it sees far more).
+            shown = ax.imshow(heat, cmap='jet', alpha=0.55, vmin=0, vmax=1,
+                              extent=(0, w, h, 0), interpolation='nearest')
             if r == 0:
                 ax.set_title(name, fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0, 0].set_title('image', fontsize=9)
+    bar = fig.colorbar(shown, ax=axes, shrink=min(1.0, 2.5 / len(rows)), aspect=25)
+    bar.set_label('probability (of a group: the sum)', fontsize=9)
+    bar.ax.tick_params(labelsize=8)
     if title:
-        fig.suptitle(textwrap.fill(title, 24 * (len(columns) + 1)), fontsize=10)
-    fig.tight_layout()
+        fig.suptitle(textwrap.fill(title, 16 * len(columns)), fontsize=9)
     return fig
 
 
@@ -346,11 +399,13 @@ PRETRAINED_SIZES = (224, 320, 448)
 STANDIN_SIZES = (96, 160, 224)
 
 
-def standin_example(voc_dir, is_train=False, min_classes=2):
+def standin_example(voc_dir, is_train=False, min_classes=2, min_side=0):
     """Return (image, label, class names) of the first example with several objects.
 
-    The label holds VOC class ids, void counted as background; the names are
-    those of the classes in it. Explained in
+    The example has more than `min_classes` classes (background included) and
+    a shorter side of at least `min_side` pixels; failing that, the one with
+    the most classes. The label holds VOC class ids, void counted as
+    background; the names are those of the classes in it. Explained in
     chapters/fully-convolutional-classifier.md.
     """
     features, labels = read_voc_images(voc_dir, is_train, max_images=50)
@@ -361,17 +416,27 @@ def standin_example(voc_dir, is_train=False, min_classes=2):
         names = [VOC_CLASSES[c] for c in np.unique(ids)]
         if best is None or len(names) > len(best[2]):
             best = (feature.asnumpy(), ids, names)
-        if len(names) > min_classes:  # background and min_classes objects
-            break
+        if len(names) > min_classes and min(ids.shape) >= min_side:
+            return feature.asnumpy(), ids, names
     return best
 
 
-def heatmap_figure(classifier, img, sizes, class_names=None, top=3):
-    """Compute heatmaps of `img` at `sizes`, combine them, and plot the chosen classes.
+def _row_label(name, ids, classes):
+    """Name a heatmap row: a class, or a group with its members."""
+    if len(ids) == 1 and classes[ids[0]] == name:
+        return name
+    if len(ids) <= 3:
+        return f'{name} = ' + ' + '.join(classes[i] for i in ids)
+    return f'{name} ({len(ids)} classes)'
+
+
+def heatmap_figure(classifier, img, sizes, class_names=None, top=3, groups=()):
+    """Compute heatmaps of `img` at `sizes`, combine them, and plot classes and groups.
 
     `class_names` are names from `classifier.classes`; by default the `top`
-    classes of the arithmetic combination, averaged over the image. Returns
-    the Figure.
+    classes of the arithmetic combination, averaged over the image. `groups`
+    names groups of `class_groups(classifier.classes)`, each drawn as one
+    more row. Returns the Figure.
     Explained in chapters/fully-convolutional-classifier.md.
     """
     fcn = to_fully_convolutional(classifier.net)
@@ -380,8 +445,10 @@ def heatmap_figure(classifier, img, sizes, class_names=None, top=3):
                 'geometric mean': combine_heatmaps(maps, 'geometric')}
     if class_names is None:
         overall = combined['arithmetic mean'].mean(axis=(1, 2)).asnumpy()  # (C,)
-        class_ids = list(np.argsort(-overall)[:top])
+        class_ids = [int(i) for i in np.argsort(-overall)[:top]]
     else:
         class_ids = [classifier.classes.index(name) for name in class_names]
-    return plot_heatmaps(img, maps, sizes, classifier.classes, class_ids, combined,
-                         title=classifier.summary)
+    known = class_groups(classifier.classes)
+    rows = [(classifier.classes[i], [i]) for i in class_ids]
+    rows += [(_row_label(g, known[g], classifier.classes), known[g]) for g in groups]
+    return plot_heatmaps(img, maps, sizes, rows, combined, title=classifier.summary)

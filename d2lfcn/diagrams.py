@@ -610,3 +610,102 @@ def draw_trans_conv_as_conv(X=((1, 2), (3, 4)), K=((0, 1, 2), (3, 4, 5), (6, 7, 
                              f'{Z.shape[0]}x{Z.shape[1]}, kernel flipped, stride 1 -> '
                              f'{Z.shape[0] - K.shape[0] + 1}x{Z.shape[1] - K.shape[1] + 1}'
                              ' output = the transposed convolution')
+# ------------------------------------------------------------------------------
+# Semantic segmentation and classifier chapters (issue 11, part B): the four tasks
+# on one image. Explained in chapters/semantic-segmentation-and-dataset.md.
+
+from .voc import IGNORE_LABEL, voc_palette  # noqa: E402  (imported here: keeps merges easy)
+
+__all__ += ['object_regions', 'task_example', 'draw_segmentation_tasks']
+
+# Distinct colours for instances, one per object (Tableau's palette).
+_INSTANCE_COLORS = ['#e6194b', '#3cb44b', '#4363d8', '#f58231', '#911eb4', '#42d4f4',
+                    '#f032e6', '#bfef45']
+
+
+def object_regions(ids, min_pixels=50):
+    """Return (class id, mask) of every connected region of an object class in `ids`.
+
+    `ids` is an (H, W) label of class ids (void 255 separates regions); regions
+    smaller than `min_pixels` are skipped. A region is one object only when
+    objects of one class never touch. Explained in
+    chapters/semantic-segmentation-and-dataset.md.
+    """
+    import cv2
+    regions = []
+    for c in np.unique(ids):
+        if c in (0, IGNORE_LABEL):
+            continue
+        count, parts = cv2.connectedComponents((ids == c).astype(np.uint8))
+        regions += [(int(c), parts == k) for k in range(1, count)
+                    if (parts == k).sum() >= min_pixels]
+    return regions
+
+
+def task_example(voc_dir, is_train=True, max_images=50):
+    """Return (image, ids) of the first example where one class has two separate objects.
+
+    Falls back to the example with the most object regions. `ids` holds class
+    ids with 255 on void. Explained in chapters/semantic-segmentation-and-dataset.md.
+    """
+    features, labels = read_voc_images(voc_dir, is_train, max_images=max_images)
+    lookup = {tuple(rgb): i for i, rgb in enumerate(VOC_COLORMAP)}
+    lookup[tuple(VOC_VOID_COLOR)] = IGNORE_LABEL
+    best, most = None, -1
+    for feature, label in zip(features, labels):
+        rgb = label.asnumpy()
+        ids = np.zeros(rgb.shape[:2], dtype=np.uint8)
+        for colour, i in lookup.items():
+            ids[(rgb == colour).all(axis=2)] = i
+        classes = [c for c, _ in object_regions(ids)]
+        if len(classes) > len(set(classes)):
+            return feature.asnumpy(), ids
+        if len(classes) > most:
+            best, most = (feature.asnumpy(), ids), len(classes)
+    return best
+
+
+def draw_segmentation_tasks(image, ids, source):
+    """Draw one image as four tasks see it: classes, boxes, class mask, object masks.
+
+    `ids` is the image's label (class ids, 255 on void); boxes and instances
+    are its connected regions (`object_regions`); `source` names the dataset
+    in the title. Explained in chapters/semantic-segmentation-and-dataset.md.
+    """
+    from matplotlib.colors import to_rgb
+    regions = object_regions(ids)
+    names = [VOC_CLASSES[c] for c in sorted({c for c, _ in regions})]
+    semantic = voc_palette()[ids]                           # (H, W, 3): void in cream
+    instances = np.zeros_like(semantic)
+    for k, (_, mask) in enumerate(regions):
+        instances[mask] = np.array(to_rgb(_INSTANCE_COLORS[k % 8])) * 255
+    height = 1.95 * ids.shape[0] / ids.shape[1] + 1.3    # inches: image, titles, legend
+    fig, axes = _plt().subplots(1, 4, figsize=(8, height))   # 8 inches fit a book page
+    fig.subplots_adjust(left=0.01, right=0.99, wspace=0.05, top=1 - 0.75 / height,
+                        bottom=0.45 / height)
+    panels = [(image, 'image classification', ', '.join(names)),
+              (image, 'object detection', f'{len(regions)} boxes with a class each'),
+              (semantic, 'semantic segmentation', 'a class for every pixel'),
+              (instances, 'instance segmentation', 'a mask for every object')]
+    for ax, (picture, task, answer) in zip(axes, panels):
+        ax.imshow(picture)
+        ax.set_title(f'{task}\n{answer}', fontsize=9)
+        ax.axis('off')
+    for c, mask in regions:  # a detector's answer: the extent of each object
+        ys, xs = np.nonzero(mask)
+        axes[1].add_patch(_patches().Rectangle(
+            (xs.min() - 0.5, ys.min() - 0.5), xs.max() - xs.min() + 1,
+            ys.max() - ys.min() + 1, fill=False, edgecolor='yellow', lw=2))
+        axes[1].text(xs.min() + 1, ys.min() + 1, VOC_CLASSES[c], color='black', fontsize=7,
+                     va='top', bbox=dict(facecolor='yellow', pad=1, lw=0))
+    present = [0] + sorted({c for c, _ in regions})
+    legend = [(VOC_CLASSES[c], VOC_COLORMAP[c]) for c in present]
+    legend.append(('void (not a class)', VOC_VOID_COLOR))
+    fig.legend(handles=[_patches().Patch(facecolor=np.array(rgb) / 255, edgecolor='#555555',
+                                         label=name) for name, rgb in legend],
+               loc='lower center', ncol=len(legend), fontsize=8, frameon=False,
+               handlelength=1, columnspacing=1.2, title='semantic segmentation colours',
+               title_fontsize=8)
+    fig.suptitle(f'One image of the {source}, as four tasks see it', fontsize=10,
+                 y=1 - 0.2 / height)
+    return fig

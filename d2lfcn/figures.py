@@ -37,7 +37,8 @@ SCHEMATICS = {
     'trans-conv-as-conv': diagrams.draw_trans_conv_as_conv,
 }
 # Figures of data or of trained models.
-DATA_FIGURES = ['voc-samples', 'training-curves', 'predictions', 'classifier-heatmaps']
+DATA_FIGURES = ['voc-samples', 'training-curves', 'predictions',
+                'segmentation-tasks']
 FIGURE_NAMES = list(SCHEMATICS) + DATA_FIGURES
 
 
@@ -102,16 +103,12 @@ def _prediction_figure(params, voc_dir, num=4):
     return plot_predictions(imgs, preds, [y.asnumpy() for y in labels])
 
 
-def _classifier_figure(voc_dir, fast):
-    """Draw class heatmaps of the pretrained classifier, or of the stand-in."""
-    from . import classifier as clf
-    kwargs = dict(num_epochs=1, max_images=24, bn_batches=4) if fast else {}
-    model = clf.get_classifier(voc_dir, **kwargs)
-    print(model.note)
-    if model.pretrained:
-        return clf.heatmap_figure(model, diagrams.sample_photo(), clf.PRETRAINED_SIZES)
-    img, _, names = clf.standin_example(voc_dir)
-    return clf.heatmap_figure(model, img, clf.STANDIN_SIZES, names)
+def _tasks_figure(voc_dir):
+    """Draw one labelled image as classification, detection and segmentation see it."""
+    image, ids = diagrams.task_example(voc_dir)
+    synthetic = os.path.isfile(os.path.join(voc_dir, 'synthetic.json'))
+    return diagrams.draw_segmentation_tasks(
+        image, ids, 'embedded dataset' if synthetic else 'VOC2012')
 
 
 def _draw(name, voc_dir, params, fast):
@@ -124,7 +121,7 @@ def _draw(name, voc_dir, params, fast):
         return plot_training_curves(_read_history(params))
     if name == 'predictions':
         return _prediction_figure(params, voc_dir)
-    return _classifier_figure(voc_dir, fast)
+    return _tasks_figure(voc_dir)
 
 
 def main(argv=None):

@@ -18,6 +18,7 @@ from PIL import Image
 from d2lfcn import classifier as clf
 from d2lfcn.model import backbone_file
 from d2lfcn.synthetic import SYNTHETIC_CLASSES
+from d2lfcn.voc import VOC_CLASSES
 
 
 @pytest.fixture(scope='module')
@@ -76,6 +77,53 @@ def test_heatmaps_are_softmax_over_classes(resnet):
     s = fcn(nd.array(x.transpose(2, 0, 1)[None]))[0].asnumpy()
     e = np.exp(s - s.max(axis=0))
     assert np.abs(maps[1].asnumpy() - e / e.sum(axis=0)).max() < 1e-4
+
+
+def test_stable_softmax_against_float64_numpy():
+    rng = np.random.default_rng(2)
+    scores = rng.normal(scale=30, size=(2, 5, 3, 4))     # (N, C, h, w), some beyond 88
+    z = scores.astype(np.float64)
+    ref = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # float64: exp(300) fits
+    got = clf.stable_softmax(nd.array(scores)).asnumpy()
+    assert np.abs(got - ref).max() < 1e-6
+    # In float32 the textbook formula overflows (exp(100) > 3.4e38): inf / inf.
+    big = nd.array([[100.0, 90.0, 80.0]])
+    e = nd.exp(big)
+    assert np.isnan((e / e.sum(axis=1, keepdims=True)).asnumpy()).any()
+    expected = np.exp([0.0, -10.0, -20.0]) / np.exp([0.0, -10.0, -20.0]).sum()
+    assert np.allclose(clf.stable_softmax(big).asnumpy()[0], expected, rtol=1e-5)
+    # Very negative scores underflow to 0 / 0 without the shift.
+    assert np.allclose(clf.stable_softmax(-big).asnumpy()[0], expected[::-1], rtol=1e-5)
+    # Along another axis, and in half precision, whose exp overflows beyond 11.1.
+    half = nd.array([[29.0], [12.0], [-3.0]]).astype('float16')
+    p = clf.stable_softmax(half, axis=0).asnumpy().ravel()
+    assert np.isfinite(p).all() and abs(p.sum() - 1) < 1e-3 and p[0] > 0.99
+
+
+def test_class_groups_of_the_stand_in_and_of_imagenet():
+    groups = clf.class_groups(clf.STANDIN_CLASSES)
+    names = {g: [clf.STANDIN_CLASSES[i] for i in ids] for g, ids in groups.items()}
+    assert names == {'person': ['person'], 'animal': ['cat'],
+                     'vehicle': ['aeroplane', 'bus'], 'indoor': ['potted plant']}
+    # Every VOC object class is in exactly one group.
+    members = sorted(c for g in clf.VOC_GROUPS.values() for c in g)
+    assert members == sorted(VOC_CLASSES[1:])
+    # ImageNet's dogs, found by name in the model zoo's class list.
+    imagenet = clf.imagenet_classes()
+    dogs = clf.class_groups(imagenet)['dog']
+    assert len(dogs) == 118 and dogs == list(range(dogs[0], dogs[-1] + 1))
+    assert imagenet[dogs[0]] == 'Chihuahua' and imagenet[dogs[-1]] == 'Mexican hairless'
+    assert 'golden retriever' in [imagenet[i] for i in dogs]
+    assert imagenet[dogs[0] - 1] == 'sea lion' and imagenet[dogs[-1] + 1] == 'timber wolf'
+
+
+def test_group_heatmap_sums_the_group_by_hand():
+    probs = nd.array([[[0.1, 0.5]], [[0.2, 0.1]], [[0.7, 0.4]]])  # (3 classes, 1, 2)
+    assert np.allclose(clf.group_heatmap(probs, [0, 2]).asnumpy(), [[0.8, 0.9]])
+    assert np.allclose(clf.group_heatmap(probs, [1]).asnumpy(), [[0.2, 0.1]])
+    # The groups of a partition of the classes sum to 1 at every position.
+    total = sum(clf.group_heatmap(probs, ids) for ids in ([0], [1, 2]))
+    assert np.allclose(total.asnumpy(), 1)
 
 
 def test_combinations_by_hand():
@@ -167,5 +215,16 @@ def test_stand_in_when_nothing_is_cached(tmp_path, monkeypatch, small_voc_dir):
     assert got.net.output.weight.shape == (6, 512)
     img, label, names = clf.standin_example(small_voc_dir)
     assert label.shape == img.shape[:2] and names[0] == 'background'
-    fig = clf.heatmap_figure(got, img, (64, 96), names)
-    assert len(fig.axes) == len(names) * (1 + 2 + 2)  # image, 2 sizes, 2 combinations
+    objects = [n for n in names if n != 'background']
+    fig = clf.heatmap_figure(got, img, (64, 96), objects, groups=['vehicle'])
+    rows = len(objects) + 1                            # the classes, and the group
+    # 2 sizes and 2 combinations per row, and one colour bar.
+    assert len(fig.axes) == rows * (2 + 2) + 1
+    labels = [fig.axes[r * 4].get_ylabel() for r in range(rows)]
+    assert labels[:-1] == objects and labels[-1].split() == ['vehicle', '=', 'aeroplane',
+                                                             '+', 'bus']
+    assert 'probability' in fig.axes[-1].get_ylabel()    # the colour bar
+    # The group's row shows the sum of its classes' probabilities.
+    maps = clf.class_heatmaps(clf.to_fully_convolutional(got.net), img, (64,))
+    shown = np.asarray(fig.axes[(rows - 1) * 4].images[1].get_array())
+    assert np.abs(shown - (maps[0][1] + maps[0][2]).asnumpy()).max() < 1e-5

@@ -278,3 +278,44 @@ def test_trans_conv_as_conv_figure_stretches_and_flips():
     padding = matplotlib.colors.to_rgb('#d9d9d9')
     assert colours.count(inserted) == 3 * 3 - 4        # zeros between the 4 elements
     assert colours.count(padding) == 36 - 9
+def hand_label():
+    """A 40 x 60 label: two people (15) and a cat (8), each ringed by void."""
+    ids = np.zeros((40, 60), dtype=np.uint8)
+    for cls, (top, left, bottom, right) in [(15, (4, 4, 20, 14)), (15, (22, 40, 38, 56)),
+                                            (8, (5, 25, 30, 35))]:
+        ids[top - 1:bottom + 1, left - 1:right + 1] = 255
+        ids[top:bottom, left:right] = cls
+    return ids
+
+
+def test_segmentation_tasks_boxes_masks_and_instances():
+    ids = hand_label()
+    image = np.full(ids.shape + (3,), 90, dtype=np.uint8)
+    regions = diagrams.object_regions(ids)
+    assert sorted((c, int(m.sum())) for c, m in regions) == [(8, 250), (15, 160), (15, 256)]
+    fig = diagrams.draw_segmentation_tasks(image, ids, 'embedded dataset')
+    classify, detect, semantic, instance = fig.axes
+    assert classify.get_title().splitlines() == ['image classification', 'cat, person']
+    boxes = sorted((r.get_x(), r.get_y(), r.get_width(), r.get_height())
+                   for r in detect.patches)
+    # Each box is the object's extent, drawn around whole pixels.
+    assert boxes == [(3.5, 3.5, 10, 16), (24.5, 4.5, 10, 25), (39.5, 21.5, 16, 16)]
+    assert sorted(t.get_text() for t in detect.texts) == ['cat', 'person', 'person']
+    cmap = devkit_colormap()
+    assert (np.asarray(semantic.images[0].get_array()) == cmap[ids]).all()
+    shown = np.asarray(instance.images[0].get_array()).reshape(-1, 3)
+    colours = {tuple(shown[m.ravel()][0]) for _, m in regions}
+    for _, m in regions:  # one colour per object, nowhere else
+        assert (shown[m.ravel()] == shown[m.ravel()][0]).all()
+    assert len(colours) == 3 and (0, 0, 0) not in colours
+    assert 'embedded dataset' in fig.texts[0].get_text()
+
+
+def test_task_example_reads_the_label_file(small_voc_dir):
+    image, ids = diagrams.task_example(small_voc_dir)
+    with open(os.path.join(small_voc_dir, 'ImageSets', 'Segmentation', 'train.txt')) as f:
+        names = f.read().split()
+    pngs = [np.array(Image.open(os.path.join(small_voc_dir, 'SegmentationClass', n + '.png')))
+            for n in names]
+    assert any(p.shape == ids.shape and (p == ids).all() for p in pngs)
+    assert image.shape == ids.shape + (3,)
