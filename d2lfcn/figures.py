@@ -17,6 +17,7 @@ from .utils import (ArgumentParser, UserError, check_out_dir, is_fast_mode,
 # Figures drawn from nothing but the library: name -> function returning a Figure.
 SCHEMATICS = {
     'fcn-architecture': diagrams.draw_fcn_architecture,
+    'fcn-variants': diagrams.draw_fcn_variants,
     'trans-conv-example': diagrams.draw_trans_conv,
     'trans-conv-stride': lambda: diagrams.draw_trans_conv(strides=2),
     'trans-conv-padding': lambda: diagrams.draw_trans_conv(padding=1),
