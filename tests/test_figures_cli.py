@@ -43,7 +43,7 @@ def run(args, tmp_path, **kwargs):
 
 def test_fast_run_draws_exactly_the_chapter_figures(tmp_path):
     wanted = referenced_images()
-    assert len(wanted) >= 11
+    assert len(wanted) >= 10
     proc = run(CLI + ['--fast', '--out-dir', 'figs'], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'found in sys.modules' not in proc.stderr  # runpy's warning is silenced
