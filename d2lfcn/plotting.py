@@ -79,13 +79,13 @@ def plot_training_curves(history):
 
 
 def plot_predictions(imgs, preds, labels, scale=2,
-                     row_titles=('image', 'prediction', 'ground truth')):
+                     row_titles=('image', 'prediction', 'ground truth'), title=None):
     """Return D2L's grid: images on top, predicted label maps, then ground truth.
 
     `imgs` are (H, W, 3) images (floats in [0, 1] or uint8); `preds` and
     `labels` are (H, W) class-id maps (coloured with VOC's palette) or colour
-    images. `row_titles` name the three rows at the left (None: no titles).
-    Explained in chapters/fcn.md.
+    images. `row_titles` name the three rows at the left (None: no titles);
+    `title` goes above the grid. Explained in chapters/fcn.md.
     """
     from matplotlib.figure import Figure
     n = len(imgs)
@@ -93,8 +93,11 @@ def plot_predictions(imgs, preds, labels, scale=2,
     axes = fig.subplots(3, n, squeeze=False)
     _draw_images(axes.flatten(), list(imgs) + list(preds) + list(labels))
     left = 0.02 if row_titles is None else 0.02 + 0.25 / (n * scale)  # room for a title
-    fig.subplots_adjust(left=left, right=0.98, bottom=0.02, top=0.98,
+    top = 0.98 if title is None else 1 - 0.4 / (3 * scale)  # room for a title
+    fig.subplots_adjust(left=left, right=0.98, bottom=0.02, top=top,
                         wspace=0.05, hspace=0.05)
+    if title is not None:
+        fig.suptitle(title, fontsize=10, y=1 - 0.1 / (3 * scale), va='top')
     for ax, title in zip(axes[:, 0], row_titles or ()):
         # In the margin, centred on the row; text is not clipped to its axes.
         ax.text(-0.04, 0.5, title, transform=ax.transAxes, rotation=90,
@@ -110,12 +113,12 @@ CURVE_LABELS = {'loss': 'training loss', 'train_acc': 'training accuracy',
                 'whole_miou': 'mIoU (whole images)'}
 
 
-def plot_runs(histories, keys=('loss', 'test_miou')):
+def plot_runs(histories, keys=('loss', 'test_miou'), title=None):
     """Return a Figure with one panel per score in `keys`, one curve per run.
 
     `histories` maps a run's name to its epoch records (as `train_ch13`
-    returns them), so that runs trained alike can be compared at a glance.
-    Explained in chapters/fcn.md.
+    returns them), so that runs trained alike can be compared at a glance;
+    `title` goes above the panels. Explained in chapters/fcn.md.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -131,5 +134,7 @@ def plot_runs(histories, keys=('loss', 'test_miou')):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True)
     axes[0].legend(fontsize='small')
+    if title is not None:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

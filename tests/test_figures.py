@@ -156,3 +156,14 @@ def test_runs_are_compared_one_panel_per_score():
 def test_runs_accept_any_recorded_score():
     fig = plot_runs(RUNS, keys=('test_acc',))
     assert len(fig.axes) == 1 and fig.axes[0].get_title() == 'test accuracy (centred crops)'
+
+
+def test_titles_sit_above_the_panels():
+    imgs, preds, labels = _known_maps()
+    for fig in (plot_runs(RUNS, title='embedded dataset'),
+                plot_predictions(imgs, preds, labels, title='embedded dataset')):
+        _render(fig)
+        assert fig._suptitle.get_text() == 'embedded dataset'
+        box = fig._suptitle.get_window_extent(renderer=fig.canvas.get_renderer())
+        assert box.y1 <= fig.bbox.height                     # on the canvas ...
+        assert box.y0 >= max(ax.get_window_extent().y1 for ax in fig.axes)  # ... above all
