@@ -176,7 +176,7 @@ def test_fcn_variants_draw_the_shapes_gluon_computes(height, width):
             expected.append(net.up16to8(scores).shape[1:])
         expected.append(net(X).shape[1:])
         drawn = [t.get_text() for t in ax.texts if ' x ' in t.get_text()]
-        assert drawn == [' x '.join(map(str, s)) for s in expected], arch
+        assert drawn == [f'{c}\n{h} x {w}' for c, h, w in expected], arch
         skips = sorted(t.get_text() for t in ax.texts if t.get_text().startswith('skip'))
         assert skips == {'fcn32s': [], 'fcn16s': ['skip: 1x1 conv of stage3'],
                          'fcn8s': ['skip: 1x1 conv of stage2',
