@@ -125,13 +125,16 @@ def plot_runs(histories, keys=('loss', 'test_miou'), title=None):
     fig = Figure(figsize=(3.2 * len(keys), 2.6))
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     styles = ['b-', 'r--', 'g-.', 'm:']
+    epochs = sorted({r['epoch'] for history in histories.values() for r in history})
     for ax, key in zip(axes, keys):
         for (name, history), fmt in zip(histories.items(), styles * len(histories)):
             ax.plot([r['epoch'] for r in history], [r[key] for r in history], fmt,
                     label=name, marker='o', markersize=3)
         ax.set_title(CURVE_LABELS.get(key, key), fontsize=10)
         ax.set_xlabel('epoch')
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if len(epochs) == 1:  # one epoch: a point, not a zoom into fractions of one
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
         ax.grid(True)
     axes[0].legend(fontsize='small')
     if title is not None:

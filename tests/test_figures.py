@@ -149,6 +149,8 @@ def test_runs_are_compared_one_panel_per_score():
     assert miou['from scratch'] == [0.2, 0.45, 0.6]
     assert miou['from a classifier'] == pytest.approx([0.3, 0.55, 0.7])
     assert all(l.get_xdata().tolist() == [1, 2, 3] for l in fig.axes[1].lines)
+    lo, hi = loss_ax.get_xlim()
+    assert [t for t in loss_ax.get_xticks() if lo <= t <= hi] == [1, 2, 3]
     assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == list(RUNS)
     assert loss_ax.lines[0].get_linestyle() != loss_ax.lines[1].get_linestyle()
 
@@ -167,3 +169,11 @@ def test_titles_sit_above_the_panels():
         box = fig._suptitle.get_window_extent(renderer=fig.canvas.get_renderer())
         assert box.y1 <= fig.bbox.height                     # on the canvas ...
         assert box.y0 >= max(ax.get_window_extent().y1 for ax in fig.axes)  # ... above all
+
+
+def test_runs_of_one_epoch_have_one_integer_tick():
+    fig = plot_runs({name: h[:1] for name, h in RUNS.items()})
+    _render(fig)
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1]
