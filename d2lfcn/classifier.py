@@ -18,7 +18,8 @@ from mxnet.gluon.model_zoo import vision
 
 from .conv import class_softmax, dense_to_conv1x1
 from .model import STRIDE, backbone_file
-from .voc import VOC_CLASSES, normalize_image, read_voc_images, voc_colormap2label
+from .voc import (VOC_CLASSES, find_voc_dir, normalize_image, read_voc_images,
+                  voc_colormap2label)
 from .synthetic import SYNTHETIC_CLASSES
 from .utils import UserError, atomic_path, default_data_dir, to_numpy
 
@@ -427,19 +428,24 @@ def standin_classifier_file(voc_dir=None, data_dir=None, **standin_kwargs):
     Explained in chapters/fcn.md.
     """
     from .synthetic import demo_voc_dir
-    voc_dir = demo_voc_dir(data_dir) if voc_dir is None else os.fspath(voc_dir)
+    voc_dir = demo_voc_dir(data_dir) if voc_dir is None else find_voc_dir(voc_dir)
     data_dir = default_data_dir() if data_dir is None else os.fspath(data_dir)
     stem, info = _standin_key(voc_dir, standin_kwargs)
     path = os.path.join(data_dir, stem + '.params')
     if os.path.isfile(path) and _standin_accuracy(path) is not None:
         return path
     net, acc = train_standin_classifier(voc_dir, **standin_kwargs)
-    # The accuracy first, the weights last: a complete pair marks a usable file.
-    with atomic_path(path[:-len('.params')] + '.json') as tmp:
-        with open(tmp, 'w') as f:
-            json.dump(dict(info, val_acc=acc), f, sort_keys=True)
-    with atomic_path(path) as tmp:
-        net.save_parameters(tmp)
+    try:
+        # The accuracy first, the weights last: a complete pair marks a usable file.
+        with atomic_path(path[:-len('.params')] + '.json') as tmp:
+            with open(tmp, 'w') as f:
+                json.dump(dict(info, val_acc=acc), f, sort_keys=True)
+        with atomic_path(path) as tmp:
+            net.save_parameters(tmp)
+    except (OSError, mx.base.MXNetError) as e:
+        why = getattr(e, 'strerror', None) or str(e).splitlines()[0][:100]
+        raise UserError(f'cannot keep the stand-in classifier in {data_dir} ({why}); '
+                        'set D2LFCN_DATA to a writable folder') from None
     return path
 
 

@@ -235,3 +235,24 @@ def test_stand_in_file_is_a_backbone_and_get_classifier_reuses_it(
     fcn = get_fcn(21, backbone_params=path)
     np.testing.assert_array_equal(fcn.features[1].weight.data().asnumpy(),
                                   saved['features.1.weight'].asnumpy())
+
+
+def test_stand_in_file_in_an_unusable_folder_is_one_clear_error(
+        tmp_path, monkeypatch, small_voc_dir):
+    from d2lfcn.utils import UserError
+
+    def fake_training(voc_dir, **kwargs):
+        net = vision.resnet18_v2(classes=len(clf.STANDIN_CLASSES))
+        net.initialize()
+        net(nd.zeros((1, 3, 32, 32)))
+        return net, 0.5
+
+    monkeypatch.setattr(clf, 'train_standin_classifier', fake_training)
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('not a folder')
+    with pytest.raises(UserError, match='a-file.*D2LFCN_DATA'):
+        clf.standin_classifier_file(small_voc_dir, blocker / 'data')
+    # The dataset's parent folder names the same dataset, and the same file.
+    parent = os.path.dirname(os.path.dirname(small_voc_dir))   # holds VOCdevkit
+    assert (clf.standin_classifier_file(parent, tmp_path / 'd')
+            == clf.standin_classifier_file(small_voc_dir, tmp_path / 'd'))
