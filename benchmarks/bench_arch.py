@@ -6,7 +6,7 @@ the demo recipe (same data, epochs, seed):
     python -m d2lfcn.train --demo --arch ARCH --out-dir OUT/ARCH [--num-epochs N]
 
 then its last checkpoint (not the best epoch: equal training) segments every
-validation image whole (`predict`, mode 'pad') and one table reports, side by
+validation image whole (`predict_image`, mode 'pad') and one table reports, side by
 side:
 
   * pixel accuracy and mean IoU (the FCN paper's definitions, void excluded),
@@ -73,11 +73,11 @@ def _val_examples(voc_dir, limit=None):
 def evaluate(net, voc_dir, num_classes, radius, limit=None):
     """Return whole-image scores of `net` on the val split, boundary band included."""
     from d2lfcn.metrics import confusion_matrix, segmentation_scores
-    from d2lfcn.predict import predict
+    from d2lfcn.inference import predict_image
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     band_hits = band_total = inner_hits = inner_total = 0
     for _, img, label in _val_examples(voc_dir, limit):
-        pred = predict(net, img)  # (H, W)
+        pred = predict_image(net, img)  # (H, W)
         conf += confusion_matrix(pred, label, num_classes, IGNORE)
         band = boundary_band(label, radius)
         inner = ~band & (label != IGNORE)

@@ -3,6 +3,9 @@
 Explained in chapters/fully-convolutional-classifier.md.
 """
 import collections
+import hashlib
+import inspect
+import json
 import os
 import textwrap
 
@@ -15,9 +18,10 @@ from mxnet.gluon.model_zoo import vision
 
 from .conv import dense_to_conv1x1
 from .model import STRIDE, backbone_file
-from .voc import VOC_CLASSES, normalize_image, read_voc_images, voc_colormap2label
+from .voc import (VOC_CLASSES, find_voc_dir, normalize_image, read_voc_images,
+                  voc_colormap2label)
 from .synthetic import SYNTHETIC_CLASSES
-from .utils import UserError, to_numpy
+from .utils import UserError, atomic_path, default_data_dir, to_numpy
 
 __all__ = ['STANDIN_CLASSES', 'Classifier', 'imagenet_classes',
            'pretrained_classifier', 'to_fully_convolutional', 'object_patches',
@@ -230,7 +234,8 @@ def get_classifier(voc_dir=None, ctx=None, **standin_kwargs):
     ctx : Context, optional
         Where the pretrained weights are loaded (the stand-in trains on the CPU).
     **standin_kwargs
-        Passed to `train_standin_classifier` (num_epochs, max_images, ...).
+        Passed to `train_standin_classifier` (num_epochs, max_images, ...),
+        through `standin_classifier_file`, which trains it once and caches it.
 
     Returns a `Classifier(net, classes, pretrained, note, summary)`; `note`
     says in one line which weights are used. Explained in
@@ -241,10 +246,12 @@ def get_classifier(voc_dir=None, ctx=None, **standin_kwargs):
         return Classifier(net, imagenet_classes(), True,
                           f'pretrained ImageNet weights from {backbone_file()}',
                           'resnet18_v2 with pretrained ImageNet weights')
-    if voc_dir is None:
-        from .synthetic import demo_voc_dir
-        voc_dir = demo_voc_dir()
-    net, acc = train_standin_classifier(voc_dir, **standin_kwargs)
+    # Trained once, then read from its cache (chapters/fcn.md uses the same file).
+    path = standin_classifier_file(voc_dir, **standin_kwargs)
+    net = vision.resnet18_v2(classes=len(STANDIN_CLASSES))
+    net.load_parameters(path, ctx=ctx or mx.cpu())
+    net.hybridize()
+    acc = _standin_accuracy(path)
     note = (f'STAND-IN: no pretrained weights at {backbone_file()}, so this '
             f'resnet18_v2 was trained briefly on object patches of the embedded '
             f'dataset ({len(STANDIN_CLASSES)} classes, validation accuracy {acc:.2f})')
@@ -452,3 +459,67 @@ def heatmap_figure(classifier, img, sizes, class_names=None, top=3, groups=()):
     rows = [(classifier.classes[i], [i]) for i in class_ids]
     rows += [(_row_label(g, known[g], classifier.classes), known[g]) for g in groups]
     return plot_heatmaps(img, maps, sizes, rows, combined, title=classifier.summary)
+
+
+# --- The stand-in as a pretrained backbone, trained once and cached on disk ---
+# (chapters/fcn.md trains an FCN from it; get_classifier reuses the same file).
+
+__all__ += ['standin_classifier_file']
+
+_STANDIN_VERSION = 1  # bump when train_standin_classifier learns differently
+_STANDIN_SIGNATURE = inspect.signature(train_standin_classifier)  # its defaults
+
+
+def _standin_key(voc_dir, standin_kwargs):
+    """Return (file stem, description) of the stand-in these arguments train."""
+    bound = _STANDIN_SIGNATURE.bind(voc_dir, **standin_kwargs)
+    bound.apply_defaults()
+    args = {k: v for k, v in bound.arguments.items() if k not in ('voc_dir', 'verbose')}
+    # A generated set is named by its parameters, any other folder by its path.
+    from .synthetic import _read_params
+    dataset = _read_params(voc_dir) or os.path.realpath(voc_dir)
+    info = dict(args, dataset=dataset, classes=STANDIN_CLASSES, version=_STANDIN_VERSION)
+    digest = hashlib.sha1(json.dumps(info, sort_keys=True).encode()).hexdigest()[:8]
+    return f'standin-resnet18_v2-{digest}', info
+
+
+def standin_classifier_file(voc_dir=None, data_dir=None, **standin_kwargs):
+    """Return the .params file of the stand-in classifier, training it on first use.
+
+    The weights of `train_standin_classifier(voc_dir, **standin_kwargs)` are
+    kept in `data_dir` (default: `default_data_dir()`) under a name made from
+    those arguments and the dataset, with a .json file next to them holding
+    the validation accuracy; later calls with the same arguments return the
+    file at once. `voc_dir` defaults to the embedded demo dataset. The file
+    fits `get_fcn(backbone_params=...)` (`--backbone-params`).
+    Explained in chapters/fcn.md.
+    """
+    from .synthetic import demo_voc_dir
+    voc_dir = demo_voc_dir(data_dir) if voc_dir is None else find_voc_dir(voc_dir)
+    data_dir = default_data_dir() if data_dir is None else os.fspath(data_dir)
+    stem, info = _standin_key(voc_dir, standin_kwargs)
+    path = os.path.join(data_dir, stem + '.params')
+    if os.path.isfile(path) and _standin_accuracy(path) is not None:
+        return path
+    net, acc = train_standin_classifier(voc_dir, **standin_kwargs)
+    try:
+        # The accuracy first, the weights last: a complete pair marks a usable file.
+        with atomic_path(path[:-len('.params')] + '.json') as tmp:
+            with open(tmp, 'w') as f:
+                json.dump(dict(info, val_acc=acc), f, sort_keys=True)
+        with atomic_path(path) as tmp:
+            net.save_parameters(tmp)
+    except (OSError, mx.base.MXNetError) as e:
+        why = getattr(e, 'strerror', None) or str(e).splitlines()[0][:100]
+        raise UserError(f'cannot keep the stand-in classifier in {data_dir} ({why}); '
+                        'set D2LFCN_DATA to a writable folder') from None
+    return path
+
+
+def _standin_accuracy(path):
+    """Return the validation accuracy saved next to a cached stand-in, or None."""
+    try:
+        with open(path[:-len('.params')] + '.json') as f:
+            return float(json.load(f)['val_acc'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -709,3 +709,97 @@ def draw_segmentation_tasks(image, ids, source):
     fig.suptitle(f'One image of the {source}, as four tasks see it', fontsize=10,
                  y=1 - 0.2 / height)
     return fig
+# --- chapters/fcn.md: FCN-32s, FCN-16s and FCN-8s as encoder and decoder ---
+
+__all__ += ['draw_fcn_variants']
+
+
+def _encoder_shapes(height, width):
+    """Return [(name, channels, (h, w))] of resnet18_v2's features, input to stride 32."""
+    shapes = [('image', 3, (height, width))]
+    shape = conv_output_shape((height, width), 7, strides=2, padding=3)
+    shapes.append(('conv0', 64, shape))                      # stride 2
+    shape = conv_output_shape(shape, 3, strides=2, padding=1)
+    shapes.append(('pool, stage1', 64, shape))               # stride 4
+    for name, channels in (('stage2', 128), ('stage3', 256), ('stage4', 512)):
+        shape = conv_output_shape(shape, 3, strides=2, padding=1)
+        shapes.append((name, channels, shape))               # strides 8, 16, 32
+    return shapes
+
+
+def _node(ax, x, level, name, text, color):
+    """Draw a feature map as a box at stride 2**level: its name above, its shape inside."""
+    ax.add_patch(_patches().FancyBboxPatch((x - 0.45, -level - 0.36), 0.9, 0.72,
+                                           boxstyle='round,pad=0.02', facecolor=color,
+                                           edgecolor='#333333'))
+    ax.text(x, -level, text, ha='center', va='center', fontsize=8, linespacing=1.1)
+    ax.text(x, -level + 0.4, name, ha='center', va='bottom', fontsize=8,
+            color='#333333')
+
+
+def _link(ax, start, end, text=None, color='#333333', text_at=0.5, **kw):
+    """Draw an arrow between two box edges, with `text` beside its middle."""
+    ax.annotate('', xy=end, xytext=start,
+                arrowprops=dict(arrowstyle='-|>', lw=1.2, color=color,
+                                shrinkA=0, shrinkB=0))
+    if text:
+        x = start[0] + text_at * (end[0] - start[0])
+        y = start[1] + text_at * (end[1] - start[1])
+        ax.text(x, y, text, fontsize=8, color=color, **kw)
+
+
+def draw_fcn_variants(height=320, width=480, num_classes=21):
+    """Draw FCN-32s, FCN-16s and FCN-8s as one encoder and three decoders.
+
+    A box's height on the page is its stride (1 at the top, 32 at the
+    bottom); each box gives channels, then height x width, computed with
+    conv.py's shape formulas, the arithmetic `get_fcn` builds.
+    Explained in chapters/fcn.md.
+    """
+    encoder = _encoder_shapes(height, width)
+    c = num_classes
+    fig, axes = _plt().subplots(3, 1, figsize=(8.8, 8.4))
+    for row, (ax, finest) in enumerate(zip(axes, (32, 16, 8))):
+        ax.set_xlim(-1.3, 10.5)
+        ax.set_ylim(-5.5, 1.0)
+        ax.axis('off')
+        ax.text(-1.25, 0.75, f'FCN-{finest}s', fontsize=11, weight='bold', va='center')
+        for level in range(6):
+            ax.text(-0.6, -level, f'/{2 ** level}', fontsize=8, color='#777777',
+                    ha='center', va='center')
+        for level, (name, channels, (h, w)) in enumerate(encoder):
+            _node(ax, level, level, name, f'{channels}\n{h} x {w}',
+                  '#c6dbef' if level == 0 else '#fdae6b')
+            if level:
+                _link(ax, (level - 1 + 0.3, -level + 1 - 0.36), (level - 0.3, -level + 0.36))
+        # The decoder: score at stride 32, then one 2x step per skip.
+        x, shape = 6.6, encoder[-1][2]
+        _link(ax, (5.45, -5), (x - 0.45, -5))
+        ax.text((5.45 + x - 0.45) / 2, -5.1, '1x1\nconv', fontsize=8, ha='center', va='top')
+        _node(ax, x, 5, 'scores', f'{c}\n{shape[0]} x {shape[1]}', '#a1d99b')
+        level = 5
+        while 2 ** level > finest:
+            shape = transposed_conv_output_shape(shape, 4, strides=2, padding=1)
+            level -= 1
+            nx = x + 1.0
+            _link(ax, (x + 0.3, -level - 1 + 0.36), (nx - 0.3, -level - 0.36))
+            ax.text(nx - 0.2, -level - 0.75, 'x2', fontsize=8, ha='left', va='center')
+            _link(ax, (level + 0.45, -level), (nx - 0.45, -level),
+                  f'skip: 1x1 conv of {encoder[level][0]}', color='#2171b5',
+                  text_at=0.5, ha='center', va='bottom')
+            x = nx
+            _node(ax, x, level, 'sum', f'{c}\n{shape[0]} x {shape[1]}', '#a1d99b')
+        s = 2 ** level
+        out = transposed_conv_output_shape(shape, 2 * s, strides=s, padding=s // 2)
+        nx = x + 1.3
+        _link(ax, (x + 0.3, -level + 0.36), (nx - 0.25, -0.36),
+              f'x{s}: transposed\nconv k {2 * s},\ns {s}, p {s // 2}', text_at=0.55,
+              ha='left', va='top')
+        _node(ax, nx, 0, 'class scores', f'{c}\n{out[0]} x {out[1]}', '#74c476')
+        if row == 0:
+            ax.text(2.5, 0.8, 'encoder: ResNet-18 v2 features', ha='center',
+                    va='center', fontsize=9, style='italic')
+            ax.text(7.2, 0.8, 'decoder', ha='center', va='center', fontsize=9,
+                    style='italic')
+    fig.tight_layout()
+    return fig

@@ -2,21 +2,19 @@
 
 Explained in chapters/index.md.
 """
-import contextlib
-import csv
-import io
 import os
 import tempfile
 import time
 
 from . import diagrams
-from .plotting import plot_predictions, plot_training_curves, save_figure
+from .plotting import save_figure
 from .utils import (ArgumentParser, UserError, check_out_dir, is_fast_mode,
                     removed_on_error, run_cli)
 
 # Figures drawn from nothing but the library: name -> function returning a Figure.
 SCHEMATICS = {
     'fcn-architecture': diagrams.draw_fcn_architecture,
+    'fcn-variants': diagrams.draw_fcn_variants,
     'trans-conv-example': diagrams.draw_trans_conv,
     'trans-conv-stride': lambda: diagrams.draw_trans_conv(strides=2),
     'trans-conv-padding': lambda: diagrams.draw_trans_conv(padding=1),
@@ -37,8 +35,8 @@ SCHEMATICS = {
     'trans-conv-as-conv': diagrams.draw_trans_conv_as_conv,
 }
 # Figures of data or of trained models.
-DATA_FIGURES = ['voc-samples', 'training-curves', 'predictions',
-                'segmentation-tasks']
+# (chapters/fcn.md plots its training curves and predictions live, from its own runs.)
+DATA_FIGURES = ['voc-samples', 'segmentation-tasks']
 FIGURE_NAMES = list(SCHEMATICS) + DATA_FIGURES
 
 
@@ -47,12 +45,8 @@ def _parser():
                 description='Regenerate every figure the chapters show, as PNG files.')
     p.add_argument('--out-dir', default='img',
                    help='folder for the PNGs, created if needed (default: img)')
-    p.add_argument('--params', metavar='PATH',
-                   help='FCN weights written by python -m d2lfcn.train; the training '
-                        'curves come from metrics.csv next to them (default: train '
-                        'a short demo model first)')
     p.add_argument('--data-dir', metavar='PATH',
-                   help='VOC2012 folder for the sample and prediction figures '
+                   help='VOC2012 folder for the sample and segmentation-task figures '
                         '(default: the embedded demo dataset)')
     p.add_argument('--fast', action='store_true',
                    help='tiny datasets and training, for tests (default: off; '
@@ -64,45 +58,6 @@ def _parser():
     return p
 
 
-def _read_history(params):
-    """Return the epoch records in metrics.csv next to `params`, as floats."""
-    path = os.path.join(os.path.dirname(os.path.abspath(params)), 'metrics.csv')
-    try:
-        with open(path, newline='') as f:
-            rows = list(csv.DictReader(f))
-    except OSError:
-        raise UserError(f'{path}: cannot read the training metrics that belong to '
-                        f'--params {params}; pass the .params file of a '
-                        'python -m d2lfcn.train run folder') from None
-    return [{k: float(v) for k, v in row.items() if v not in ('', None)} for row in rows]
-
-
-def _demo_run(voc_dir, run_dir, fast):
-    """Train the demo FCN into `run_dir`; return its best parameters' path."""
-    from .recipes import fit, recipe
-    flags = dict(data_dir=voc_dir, out_dir=run_dir)
-    if fast:
-        flags.update(num_epochs=1, crop_size=[64, 64], batch_size=4, warmup_epochs=0)
-    print('training the demo FCN for the training-curve and prediction figures ...',
-          flush=True)
-    with contextlib.redirect_stdout(io.StringIO()) if fast else contextlib.nullcontext():
-        fit(recipe(demo=True, **flags))
-    best = os.path.join(run_dir, 'best.params')
-    return best if os.path.isfile(best) else os.path.join(run_dir, 'last.params')
-
-
-def _prediction_figure(params, voc_dir, num=4):
-    """Draw D2L's 3 x 4 grid for whole validation images: images, predictions, truth."""
-    from .inference import predict_image
-    from .model import load_fcn
-    from .voc import read_voc_images
-    net = load_fcn(params)  # the arch and classes the weights hold
-    features, labels = read_voc_images(voc_dir, False, max_images=num)
-    imgs = [f.asnumpy() for f in features]
-    preds = [predict_image(net, img) for img in imgs]
-    return plot_predictions(imgs, preds, [y.asnumpy() for y in labels])
-
-
 def _tasks_figure(voc_dir):
     """Draw one labelled image as classification, detection and segmentation see it."""
     image, ids = diagrams.task_example(voc_dir)
@@ -111,16 +66,12 @@ def _tasks_figure(voc_dir):
         image, ids, 'embedded dataset' if synthetic else 'VOC2012')
 
 
-def _draw(name, voc_dir, params, fast):
+def _draw(name, voc_dir, fast):
     """Return the Figure called `name`."""
     if name in SCHEMATICS:
         return SCHEMATICS[name]()
     if name == 'voc-samples':
         return diagrams.draw_voc_samples(voc_dir)
-    if name == 'training-curves':
-        return plot_training_curves(_read_history(params))
-    if name == 'predictions':
-        return _prediction_figure(params, voc_dir)
     return _tasks_figure(voc_dir)
 
 
@@ -134,8 +85,6 @@ def main(argv=None):
     check_out_dir(args.out_dir)
     fast = args.fast or is_fast_mode()
     wanted = args.only or FIGURE_NAMES
-    if args.params is not None and not os.path.isfile(args.params):
-        raise UserError(f'--params {args.params}: no such file')
     with tempfile.TemporaryDirectory(prefix='d2lfcn-figures-') as tmp:
         if args.data_dir is not None:
             voc_dir = find_voc_dir(args.data_dir)
@@ -144,13 +93,10 @@ def main(argv=None):
                                          max_size=128, small_size=64)
         else:
             voc_dir = demo_voc_dir()
-        params = args.params
-        if params is None and {'training-curves', 'predictions'} & set(wanted):
-            params = _demo_run(voc_dir, os.path.join(tmp, 'run'), fast)
         with removed_on_error(args.out_dir):
             for name in wanted:
                 start = time.time()
-                fig = _draw(name, voc_dir, params, fast)
+                fig = _draw(name, voc_dir, fast)
                 path = os.path.join(args.out_dir, name + '.png')
                 try:
                     save_figure(fig, path, args.dpi)

@@ -6,7 +6,8 @@ light. Explained in chapters/fcn.md.
 from .inference import label2image
 from .utils import atomic_path, to_numpy
 
-__all__ = ['show_images', 'plot_training_curves', 'plot_predictions', 'save_figure']
+__all__ = ['show_images', 'plot_training_curves', 'plot_predictions', 'plot_runs',
+           'CURVE_LABELS', 'save_figure']
 
 
 def save_figure(fig, path, dpi=100, tight=True):
@@ -77,18 +78,66 @@ def plot_training_curves(history):
     return fig
 
 
-def plot_predictions(imgs, preds, labels, scale=2):
+def plot_predictions(imgs, preds, labels, scale=2,
+                     row_titles=('image', 'prediction', 'ground truth'), title=None):
     """Return D2L's grid: images on top, predicted label maps, then ground truth.
 
     `imgs` are (H, W, 3) images (floats in [0, 1] or uint8); `preds` and
     `labels` are (H, W) class-id maps (coloured with VOC's palette) or colour
-    images. Explained in chapters/fcn.md.
+    images. `row_titles` name the three rows at the left (None: no titles);
+    `title` goes above the grid. Explained in chapters/fcn.md.
     """
     from matplotlib.figure import Figure
     n = len(imgs)
     fig = Figure(figsize=(n * scale, 3 * scale))
     axes = fig.subplots(3, n, squeeze=False)
     _draw_images(axes.flatten(), list(imgs) + list(preds) + list(labels))
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.98,
+    left = 0.02 if row_titles is None else 0.02 + 0.25 / (n * scale)  # room for a title
+    top = 0.98 if title is None else 1 - 0.4 / (3 * scale)  # room for a title
+    fig.subplots_adjust(left=left, right=0.98, bottom=0.02, top=top,
                         wspace=0.05, hspace=0.05)
+    if title is not None:
+        fig.suptitle(title, fontsize=10, y=1 - 0.1 / (3 * scale), va='top')
+    for ax, title in zip(axes[:, 0], row_titles or ()):
+        # In the margin, centred on the row; text is not clipped to its axes.
+        ax.text(-0.04, 0.5, title, transform=ax.transAxes, rotation=90,
+                ha='right', va='center', fontsize=10)
+    return fig
+
+
+# Axis titles of the per-epoch scores `train_ch13` and `fit` record.
+CURVE_LABELS = {'loss': 'training loss', 'train_acc': 'training accuracy',
+                'test_acc': 'test accuracy (centred crops)',
+                'test_miou': 'test mIoU (centred crops)',
+                'whole_acc': 'pixel accuracy (whole images)',
+                'whole_miou': 'mIoU (whole images)'}
+
+
+def plot_runs(histories, keys=('loss', 'test_miou'), title=None):
+    """Return a Figure with one panel per score in `keys`, one curve per run.
+
+    `histories` maps a run's name to its epoch records (as `train_ch13`
+    returns them), so that runs trained alike can be compared at a glance;
+    `title` goes above the panels. Explained in chapters/fcn.md.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+    fig = Figure(figsize=(3.2 * len(keys), 2.6))
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    styles = ['b-', 'r--', 'g-.', 'm:']
+    epochs = sorted({r['epoch'] for history in histories.values() for r in history})
+    for ax, key in zip(axes, keys):
+        for (name, history), fmt in zip(histories.items(), styles * len(histories)):
+            ax.plot([r['epoch'] for r in history], [r[key] for r in history], fmt,
+                    label=name, marker='o', markersize=3)
+        ax.set_title(CURVE_LABELS.get(key, key), fontsize=10)
+        ax.set_xlabel('epoch')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if len(epochs) == 1:  # one epoch: a point, not a zoom into fractions of one
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
+        ax.grid(True)
+    axes[0].legend(fontsize='small')
+    if title is not None:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig

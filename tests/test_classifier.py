@@ -228,3 +228,90 @@ def test_stand_in_when_nothing_is_cached(tmp_path, monkeypatch, small_voc_dir):
     maps = clf.class_heatmaps(clf.to_fully_convolutional(got.net), img, (64,))
     shown = np.asarray(fig.axes[(rows - 1) * 4].images[1].get_array())
     assert np.abs(shown - (maps[0][1] + maps[0][2]).asnumpy()).max() < 1e-5
+
+
+TINY_STANDIN = dict(num_epochs=1, size=32, bn_batches=2, verbose=False)
+
+
+def _refuse_training(*args, **kwargs):
+    raise AssertionError('the cached stand-in should have been used')
+
+
+def test_stand_in_file_is_trained_once_and_holds_the_trained_weights(
+        tmp_path, monkeypatch, small_voc_dir):
+    path = clf.standin_classifier_file(small_voc_dir, tmp_path, **TINY_STANDIN)
+    assert os.path.dirname(path) == str(tmp_path) and path.endswith('.params')
+    # Reference: the same training, run directly (seeded, so it repeats).
+    net, acc = clf.train_standin_classifier(small_voc_dir, **TINY_STANDIN)
+    saved = nd.load(path)
+    for name, param in net._collect_params_with_prefix().items():
+        np.testing.assert_allclose(saved[name].asnumpy(), param.data().asnumpy(),
+                                   rtol=1e-4, atol=1e-5)
+    assert clf._standin_accuracy(path) == pytest.approx(acc)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [os.path.basename(path), os.path.basename(path)[:-7] + '.json']), 'no temp files'
+    # Same arguments, defaults spelled out or not: the file, without training.
+    monkeypatch.setattr(clf, 'train_standin_classifier', _refuse_training)
+    mtime = os.path.getmtime(path)
+    again = clf.standin_classifier_file(small_voc_dir, tmp_path, lr=0.05, **TINY_STANDIN)
+    assert again == path and os.path.getmtime(path) == mtime
+
+
+def test_stand_in_file_is_keyed_by_arguments_and_complete_pairs(
+        tmp_path, monkeypatch, small_voc_dir):
+    calls = []
+
+    def fake_training(voc_dir, **kwargs):
+        calls.append(kwargs)
+        net = vision.resnet18_v2(classes=len(clf.STANDIN_CLASSES))
+        net.initialize()
+        net(nd.zeros((1, 3, 32, 32)))
+        return net, 0.5
+
+    monkeypatch.setattr(clf, 'train_standin_classifier', fake_training)
+    a = clf.standin_classifier_file(small_voc_dir, tmp_path, num_epochs=1)
+    b = clf.standin_classifier_file(small_voc_dir, tmp_path, num_epochs=2)
+    assert a != b and len(calls) == 2
+    os.remove(a[:-7] + '.json')  # e.g. killed between the two writes
+    assert clf.standin_classifier_file(small_voc_dir, tmp_path, num_epochs=1) == a
+    assert len(calls) == 3 and clf._standin_accuracy(a) == 0.5
+
+
+def test_stand_in_file_is_a_backbone_and_get_classifier_reuses_it(
+        tmp_path, monkeypatch, small_voc_dir):
+    from d2lfcn.model import get_fcn
+    monkeypatch.setenv('MXNET_HOME', str(tmp_path))
+    monkeypatch.setenv('D2LFCN_DATA', str(tmp_path / 'data'))
+    path = clf.standin_classifier_file(small_voc_dir, **TINY_STANDIN)
+    assert path.startswith(str(tmp_path / 'data'))
+    monkeypatch.setattr(clf, 'train_standin_classifier', _refuse_training)
+    got = clf.get_classifier(small_voc_dir, **TINY_STANDIN)
+    assert f'{clf._standin_accuracy(path):.2f}' in got.note
+    saved = nd.load(path)
+    np.testing.assert_array_equal(got.net.output.weight.data().asnumpy(),
+                                  saved['output.weight'].asnumpy())
+    # As --backbone-params: the FCN's first convolution holds the stand-in's.
+    fcn = get_fcn(21, backbone_params=path)
+    np.testing.assert_array_equal(fcn.features[1].weight.data().asnumpy(),
+                                  saved['features.1.weight'].asnumpy())
+
+
+def test_stand_in_file_in_an_unusable_folder_is_one_clear_error(
+        tmp_path, monkeypatch, small_voc_dir):
+    from d2lfcn.utils import UserError
+
+    def fake_training(voc_dir, **kwargs):
+        net = vision.resnet18_v2(classes=len(clf.STANDIN_CLASSES))
+        net.initialize()
+        net(nd.zeros((1, 3, 32, 32)))
+        return net, 0.5
+
+    monkeypatch.setattr(clf, 'train_standin_classifier', fake_training)
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('not a folder')
+    with pytest.raises(UserError, match='a-file.*D2LFCN_DATA'):
+        clf.standin_classifier_file(small_voc_dir, blocker / 'data')
+    # The dataset's parent folder names the same dataset, and the same file.
+    parent = os.path.dirname(os.path.dirname(small_voc_dir))   # holds VOCdevkit
+    assert (clf.standin_classifier_file(parent, tmp_path / 'd')
+            == clf.standin_classifier_file(small_voc_dir, tmp_path / 'd'))

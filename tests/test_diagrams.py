@@ -319,3 +319,31 @@ def test_task_example_reads_the_label_file(small_voc_dir):
             for n in names]
     assert any(p.shape == ids.shape and (p == ids).all() for p in pngs)
     assert image.shape == ids.shape + (3,)
+@pytest.mark.parametrize('height, width', [(320, 480), (96, 64)])
+def test_fcn_variants_draw_the_shapes_gluon_computes(height, width):
+    from d2lfcn.model import FCN_ARCHS, get_fcn
+    fig = diagrams.draw_fcn_variants(height, width)
+    assert len(fig.axes) == 3
+    for ax, arch in zip(fig.axes, FCN_ARCHS):
+        net = get_fcn(21, pretrained_base=False, arch=arch)
+        X = nd.zeros((1, 3, height, width))
+        expected, x = [X.shape[1:]], X
+        for i, layer in enumerate(net.features):
+            x = layer(x)
+            if i in (1, 5, 6, 7, 8):  # conv0, then the four ResNet stages
+                expected.append(x.shape[1:])
+        scores = net.score(x)
+        expected.append(scores.shape[1:])
+        if arch != 'fcn32s':
+            scores = net.up32to16(scores)
+            expected.append(scores.shape[1:])
+        if arch == 'fcn8s':
+            expected.append(net.up16to8(scores).shape[1:])
+        expected.append(net(X).shape[1:])
+        drawn = [t.get_text() for t in ax.texts if ' x ' in t.get_text()]
+        assert drawn == [f'{c}\n{h} x {w}' for c, h, w in expected], arch
+        skips = sorted(t.get_text() for t in ax.texts if t.get_text().startswith('skip'))
+        assert skips == {'fcn32s': [], 'fcn16s': ['skip: 1x1 conv of stage3'],
+                         'fcn8s': ['skip: 1x1 conv of stage2',
+                                   'skip: 1x1 conv of stage3']}[arch]
+        assert ax.texts[0].get_text() == 'FCN-' + arch[3:]

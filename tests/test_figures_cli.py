@@ -43,7 +43,7 @@ def run(args, tmp_path, **kwargs):
 
 def test_fast_run_draws_exactly_the_chapter_figures(tmp_path):
     wanted = referenced_images()
-    assert len(wanted) >= 11
+    assert len(wanted) >= 10
     proc = run(CLI + ['--fast', '--out-dir', 'figs'], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'found in sys.modules' not in proc.stderr  # runpy's warning is silenced
@@ -56,41 +56,9 @@ def test_fast_run_draws_exactly_the_chapter_figures(tmp_path):
     assert wanted <= set(os.listdir(ROOT / 'img'))
 
 
-@pytest.fixture(scope='module')
-def trained_run(tmp_path_factory, small_voc_dir):
-    """A one-epoch run of python -m d2lfcn.train on the tiny dataset."""
-    from d2lfcn import train
-    run_dir = tmp_path_factory.mktemp('run') / 'run'
-    train.main(['--demo', '--data-dir', small_voc_dir, '--num-epochs', '1', '--crop-size', '64',
-          '64', '--batch-size', '4', '--out-dir', str(run_dir)])
-    return run_dir
-
-
-def test_params_draws_the_runs_curves_and_predictions(tmp_path, trained_run, small_voc_dir,
-                                                      capsys):
-    params = trained_run / 'best.params'
-    assert params.is_file() and (trained_run / 'metrics.csv').is_file()
-    capsys.readouterr()
-    main(['--params', str(params), '--data-dir', small_voc_dir, '--out-dir',
-                  str(tmp_path / 'figs'), '--only', 'training-curves', 'predictions'])
-    assert sorted(os.listdir(tmp_path / 'figs')) == ['predictions.png', 'training-curves.png']
-    assert 'training the demo' not in capsys.readouterr().out  # --params: no training run
-
-
-def test_params_errors_are_one_line_and_write_nothing(tmp_path, trained_run, small_voc_dir,
-                                                      capsys):
+def test_errors_are_one_line_and_write_nothing(tmp_path, small_voc_dir, capsys):
     from d2lfcn.utils import run_cli
-    lonely = tmp_path / 'elsewhere' / 'best.params'  # no metrics.csv next to it
-    lonely.parent.mkdir()
-    lonely.write_bytes((trained_run / 'best.params').read_bytes())
-    corrupt = tmp_path / 'corrupt' / 'best.params'
-    corrupt.parent.mkdir()
-    corrupt.write_bytes(b'not parameters')
-    (corrupt.parent / 'metrics.csv').write_text('epoch,loss\n1,0.5\n')
     for args, needle in [
-            (['--params', str(tmp_path / 'missing.params')], 'missing.params'),
-            (['--params', str(lonely), '--only', 'training-curves'], 'metrics.csv'),
-            (['--params', str(corrupt), '--only', 'predictions'], 'corrupt'),
             (['--only', 'no-such-figure'], 'no-such-figure'),
             (['--data-dir', str(tmp_path / 'nowhere'), '--only', 'voc-samples'], 'nowhere')]:
         capsys.readouterr()
