@@ -4,7 +4,7 @@ Run it first: `python -m d2lfcn`. It exits 0 when the demo
 (`python -m d2lfcn.train --demo`) can run here, else it prints one line
 saying why and exits 2. VOC2012 and the pretrained weights are reported, with
 what to do when they are missing, but the demo needs neither.
-Explained in README.md.
+Explained in chapters/training-at-scale.md and README.md.
 """
 import importlib.metadata
 import os

@@ -1,6 +1,6 @@
 """Train on several machines: the parameter server's workers and their shared sums.
 
-Explained in README.md (Training on several machines) and chapters/fcn.md.
+Explained in chapters/training-at-scale.md and README.md (Training on several machines).
 """
 import os
 import sys

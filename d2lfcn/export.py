@@ -1,6 +1,6 @@
 """Export a trained FCN for deployment: `python -m d2lfcn.export`.
 
-Explained in chapters/fcn.md.
+Explained in chapters/training-at-scale.md.
 """
 import os
 import shutil
@@ -23,7 +23,7 @@ def export_fcn(net, out_dir, prefix, height=320, width=480):
     graph accepts any batch size, and any height and width that are multiples
     of 32. The files are written into a temporary folder and moved into
     `out_dir` only when both are complete. Returns (symbol file, params file).
-    Explained in chapters/fcn.md.
+    Explained in chapters/training-at-scale.md.
     """
     ctx = next(iter(net.collect_params().values())).list_ctx()[0]
     net.hybridize()

@@ -1,7 +1,7 @@
 """Segment image files with a trained FCN: `python -m d2lfcn.predict`.
 
 The segmentation itself is `d2lfcn.inference.predict_image`.
-Explained in chapters/fcn.md.
+Explained in chapters/training-at-scale.md.
 """
 import argparse
 import os

@@ -2,7 +2,7 @@
 
 `python -m d2lfcn.train` turns its flags into `recipe(...)` and calls `fit`;
 the figures command and the chapters call `fit` the same way.
-Explained in chapters/fcn.md.
+Explained in chapters/training-at-scale.md.
 """
 import argparse
 import json
@@ -46,7 +46,8 @@ def recipe(demo=False, **flags):
     """Return the options of a training run: the book's recipe (or the demo's) and `flags`.
 
     Flags left out or None take the recipe's value, then `OPTIONS`'. Values
-    out of range raise UserError naming the flag. Explained in chapters/fcn.md.
+    out of range raise UserError naming the flag.
+    Explained in chapters/training-at-scale.md.
     """
     unknown = set(flags) - set(BOOK_RECIPE) - set(OPTIONS)
     if unknown:
@@ -313,7 +314,7 @@ def fit(args, devices=None, progress=None):
     Returns the list of epoch records. Each epoch is saved so that whatever
     stops the process, `args.out_dir` holds one complete, resumable epoch;
     `args.resume` continues from it. `progress(iterable, epoch)` may wrap
-    each epoch's batches (a progress bar). Explained in chapters/fcn.md.
+    each epoch's batches (a progress bar). Explained in chapters/training-at-scale.md.
     """
     devices = devices or devices_of(args)
     _check_devices(args, devices)

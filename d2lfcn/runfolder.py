@@ -14,7 +14,7 @@ A run folder (`--out-dir`) holds:
 Saving an epoch writes its files under new names, then replaces state.json
 atomically, then updates the stable names and removes what is no longer
 named: whatever stops the process, state.json names one complete epoch.
-Explained in chapters/fcn.md.
+Explained in chapters/training-at-scale.md.
 """
 import contextlib
 import csv
@@ -115,7 +115,8 @@ class RunFolder:
     """A training run's output folder: lock it, resume from it, save epochs into it.
 
     In a distributed run only rank 0 keeps the folder (`num_workers` tells
-    which `worker-RANK/` folders belong to the run). Explained in chapters/fcn.md.
+    which `worker-RANK/` folders belong to the run).
+    Explained in chapters/training-at-scale.md.
     """
 
     def __init__(self, out_dir, num_workers=1):

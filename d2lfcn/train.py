@@ -1,7 +1,7 @@
 """Train D2L's FCN: `python -m d2lfcn.train`, the book's recipe by default.
 
 The job itself is `d2lfcn.recipes.fit`; this module turns flags into a
-recipe and shows progress. Explained in chapters/fcn.md.
+recipe and shows progress. Explained in chapters/training-at-scale.md.
 """
 import sys
 
@@ -117,7 +117,10 @@ def _progress_bar():
 
 
 def main(argv=None):
-    """Run `python -m d2lfcn.train`: see `--help`. Explained in chapters/fcn.md."""
+    """Run `python -m d2lfcn.train`: see `--help`.
+
+    Explained in chapters/training-at-scale.md.
+    """
     flags = vars(_parser().parse_args(argv))
     return fit(recipe(**flags), progress=_progress_bar())
 
