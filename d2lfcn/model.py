@@ -14,8 +14,8 @@ from mxnet.gluon.model_zoo import model_store, vision
 
 from .utils import UserError, check_mxnet_path
 
-__all__ = ['bilinear_kernel', 'FCN', 'SkipFCN', 'FCN_ARCHS', 'STRIDE', 'get_fcn',
-           'backbone_file', 'load_fcn']
+__all__ = ['bilinear_kernel', 'BlockConv2DTranspose', 'FCN', 'SkipFCN', 'FCN_ARCHS',
+           'STRIDE', 'get_fcn', 'backbone_file', 'load_fcn']
 
 BACKBONE = 'resnet18_v2'
 STRIDE = 32  # the FCN's total downsampling: whole inputs must be multiples of it
@@ -43,6 +43,49 @@ def bilinear_kernel(in_channels, out_channels, kernel_size):
     return nd.array(weight)
 
 
+class BlockConv2DTranspose(nn.Conv2DTranspose):
+    """A Conv2DTranspose that computes kernel 2s, stride s, padding s/2 as one matrix product.
+
+    Same parameters, outputs and gradients as nn.Conv2DTranspose, up to
+    float rounding; other shapes run nn.Conv2DTranspose's own code.
+    Explained in chapters/fcn.md.
+    """
+
+    def hybrid_forward(self, F, x, weight, bias=None):
+        kw = self._kwargs
+        s = kw['stride'][0]
+        if not (kw['kernel'] == (2 * s, 2 * s) and kw['stride'] == (s, s)
+                and kw['pad'] == (s // 2, s // 2) and s % 2 == 0
+                and kw['dilate'] == (1, 1) and kw['adj'] == (0, 0)
+                and kw['num_group'] == 1 and kw['layout'] == 'NCHW'
+                and self._in_channels):
+            return super().hybrid_forward(F, x, weight, bias)
+        # With stride s and kernel 2s, the output splits into s x s blocks
+        # (offset by the padding s/2) that each see a 2 x 2 neighbourhood of
+        # input pixels: input (i - a, j - b) weighs in through the kernel's
+        # quarter (a, b). MXNet's oneDNN deconvolution is slow for this shape
+        # (about a fifth of a training step for the 32x upsampling); a matrix
+        # product over the neighbourhoods, then moving the blocks in place, is
+        # faster. Both add the same 4 x in_channels products per output.
+        c_in, c_out, p = self._in_channels, self._channels, s // 2
+        w = F.reshape(weight, shape=(c_in, c_out, 2, s, 2, s))     # (c, o, a, r, b, t)
+        w = F.transpose(w, axes=(1, 3, 5, 2, 4, 0))                 # (o, r, t, a, b, c)
+        w = F.reshape(w, shape=(c_out * s * s, 4 * c_in))
+        x = F.pad(x, mode='constant', pad_width=(0, 0, 0, 0, 1, 1, 1, 1))
+        x = F.transpose(x, axes=(0, 2, 3, 1))                       # (n, h+2, w+2, c)
+        x = F.concat(*[F.slice(x, begin=(None, 1 - a, 1 - b, None),   # x[i - a, j - b]
+                               end=(None, -a or None, -b or None, None))
+                       for a in (0, 1) for b in (0, 1)], dim=3)     # (n, h+1, w+1, 4c)
+        if bias is not None:
+            bias = F.repeat(bias, repeats=s * s)                    # (o, r, t)
+        y = F.FullyConnected(x, w, bias, num_hidden=c_out * s * s,
+                             no_bias=bias is None, flatten=False)   # (n, h+1, w+1, o*s*s)
+        y = F.reshape(y, shape=(0, 0, 0, c_out, s, s))             # (n, i, j, o, r, t)
+        y = F.transpose(y, axes=(0, 3, 1, 4, 2, 5))                 # (n, o, i, r, j, t)
+        y = F.reshape(y, shape=(0, 0, -3, -3))                      # (n, o, s(h+1), s(w+1))
+        return F.slice(y, begin=(None, None, p, p), end=(None, None, -p, -p))
+
+
 class FCN(nn.HybridBlock):
     """Segment images: CNN features, a 1x1 class scorer, a 32x transposed conv.
 
@@ -60,8 +103,8 @@ class FCN(nn.HybridBlock):
         with self.name_scope():
             self.score = nn.Conv2D(num_classes, kernel_size=1)
             # in_channels given: the bilinear weights exist (and can be shown)
-            # before the first forward pass.
-            self.upsample = nn.Conv2DTranspose(
+            # before the first forward pass. A Conv2DTranspose, computed faster.
+            self.upsample = BlockConv2DTranspose(
                 num_classes, kernel_size=64, padding=16, strides=32,
                 in_channels=num_classes)
 
@@ -107,8 +150,8 @@ class SkipFCN(nn.HybridBlock):
                 self.up16to8 = nn.Conv2DTranspose(c, kernel_size=4, strides=2, padding=1,
                                                   in_channels=c, use_bias=False)
             s = finest_stride  # kernel 2s, padding s/2: exactly s * n from n
-            self.upsample = nn.Conv2DTranspose(c, kernel_size=2 * s, strides=s,
-                                               padding=s // 2, in_channels=c)
+            self.upsample = BlockConv2DTranspose(c, kernel_size=2 * s, strides=s,
+                                                 padding=s // 2, in_channels=c)
 
     def hybrid_forward(self, F, x):
         for i in range(len(self.features)):

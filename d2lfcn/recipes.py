@@ -16,8 +16,9 @@ from mxnet import gluon, nd
 from . import distributed
 from .model import FCN_ARCHS, STRIDE, get_fcn
 from .runfolder import FILES, RunFolder, interrupts_deferred, new_run_id, read_args
-from .training import (SegmentationLoss, TrainingDiverged, background_baseline,
-                       evaluate_whole_images, lr_at, train_ch13)
+from .training import (LossAndAccuracy, SegmentationLoss, TrainingDiverged,
+                       background_baseline, evaluate_whole_images,
+                       hybridize_for_training, lr_at, train_ch13)
 from .utils import (Terminated, UserError, atomic_path, check_mxnet_path, check_out_dir,
                     default_data_dir, try_all_gpus)
 from .voc import VOC_CLASSES, VOCSegDataset, find_voc_dir, voc_loaders
@@ -356,8 +357,10 @@ def _fit(args, devices, progress, folder):
     if workers:
         h, w = args.crop_size
         workers.share_parameters(net, trainer, nd.zeros((1, 3, h, w), ctx=devices[0]))
+    # The training graph: network, loss and pixel counts in one cached graph.
+    loss = LossAndAccuracy(net, SegmentationLoss())
     if not args.no_hybridize:
-        net.hybridize()
+        hybridize_for_training(loss, len(devices))  # the network too, for evaluation
     run = _Run(args, devices, folder, state, workers, train_set, train_iter.batch_sampler)
     reduce = workers.sum_counts if workers else None
     base = background_baseline(test_iter, num_classes, reduce)
@@ -376,6 +379,10 @@ def _fit(args, devices, progress, folder):
                      round(args.warmup_epochs * num_batches))
 
     def evaluate_whole(net):
+        if not args.no_hybridize:
+            # Whole images, a new shape each: no static memory. The training
+            # graph, built from `loss`, keeps its own.
+            net.hybridize()
         scores = evaluate_whole_images(net, whole_set, devices, num_classes, reduce)
         scores = {'whole_' + ('acc' if k == 'pixel_acc' else k.replace('mean_iou', 'miou')): v
                   for k, v in scores.items()}
@@ -388,7 +395,7 @@ def _fit(args, devices, progress, folder):
         int(np.random.SeedSequence([args.seed, rank]).generate_state(1)[0])
     try:
         history = train_ch13(
-            net, train_iter, test_iter, SegmentationLoss(), trainer, args.num_epochs,
+            net, train_iter, test_iter, loss, trainer, args.num_epochs,
             devices, num_classes=num_classes, start_epoch=run.start, seed=seed,
             lr_fn=lr_fn, progress=progress, reduce=reduce,
             on_epoch_trained=workers.average_aux if workers else None,

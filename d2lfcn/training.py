@@ -17,9 +17,9 @@ from .metrics import SegmentationMetric, confusion_matrix, segmentation_scores
 from .utils import Accumulator, Timer, UserError, try_all_gpus
 from .voc import IGNORE_LABEL
 
-__all__ = ['SegmentationLoss', 'split_batch', 'pixel_accuracy', 'train_batch',
-           'evaluate_segmentation', 'evaluate_whole_images', 'background_baseline',
-           'set_epoch_seed', 'lr_at', 'TrainingDiverged', 'train_ch13']
+__all__ = ['SegmentationLoss', 'split_batch', 'pixel_accuracy', 'LossAndAccuracy',
+           'train_batch', 'hybridize_for_training', 'evaluate_segmentation',
+           'evaluate_whole_images', 'background_baseline', 'set_epoch_seed', 'lr_at', 'TrainingDiverged', 'train_ch13']
 
 
 class SegmentationLoss(gluon.loss.Loss):
@@ -75,9 +75,52 @@ def _sum_on(values, ctx):
     return nd.add_n(*[v.as_in_context(ctx).astype('float64') for v in values])
 
 
+class LossAndAccuracy(gluon.HybridBlock):
+    """Compute each example's loss and the batch's pixel counts in one graph.
+
+    `LossAndAccuracy(net, loss)(X, y)` returns (loss(net(X), y), correct
+    pixels, labelled pixels), the counts as `pixel_accuracy` makes them.
+    Hybridized, the scores (batch x classes x H x W) stay inside one cached
+    graph: passed from the network to the loss, they and their gradient
+    would be fresh arrays every step, allocated afresh on the CPU (MXNet 1.9
+    does not pool CPU memory), about 5% of a step at batch 8
+    (benchmarks/bench_train.py). Pass it as train_batch's `loss`.
+    Explained in chapters/fcn.md.
+    """
+
+    def __init__(self, net, loss, ignore_label=IGNORE_LABEL):
+        super().__init__(prefix='')  # no parameters of its own: net's keep their names
+        self.net, self.loss, self._ignore_label = net, loss, ignore_label
+
+    def hybrid_forward(self, F, X, y):
+        pred = self.net(X)                                 # (batch, classes, H, W)
+        return (self.loss(pred, y),) + pixel_accuracy(pred, y, self._ignore_label)
+
+
+def hybridize_for_training(block, num_devices=1):
+    """Hybridize `block` and its children for fixed-size crops, memory planned once.
+
+    Training crops, and evaluation crops but a smaller last batch, all have
+    one shape: with static_alloc and static_shape, MXNet allocates memory and
+    creates its operators once instead of every step (a new shape re-plans,
+    correctly, but slowly). For whole images, a new shape each, hybridize the
+    network plainly (`net.hybridize()`) first.
+
+    MXNet 1.9's static_shape graphs write BatchNorm's running statistics
+    through arrays the engine does not tie to the parameters: reading them
+    needs `nd.waitall()` first (train_ch13 waits after every epoch), and on
+    several devices the first step's update is lost. So several devices get
+    static_alloc alone.
+    Explained in chapters/fcn.md.
+    """
+    block.hybridize(static_alloc=True, static_shape=num_devices == 1)
+
+
 def train_batch(net, X, y, loss, trainer, devices, split_f=split_batch):
     """Train one minibatch on several devices (D2L's train_batch_ch13).
 
+    `loss` is a per-example loss of net(X) and y, as in D2L, or a
+    `LossAndAccuracy` of `net` and such a loss (faster, hybridized).
     Returns (loss sum, correct pixels, labelled pixels) as float64 NDArrays
     on devices[0]. D2L converts them to Python floats here, which waits for
     the GPU after every batch; we leave the values on the device so the
@@ -89,6 +132,12 @@ def train_batch(net, X, y, loss, trainer, devices, split_f=split_batch):
         # would add in (or, told to ignore it, leave that copy un-updated).
         raise ValueError(f'a training batch of {X.shape[0]} cannot give each of '
                          f'{len(devices)} devices an example')
+    if isinstance(loss, LossAndAccuracy):
+        step = loss
+    else:  # D2L's way: the scores leave the network's graph
+        def step(X_shard, y_shard):
+            pred = net(X_shard)
+            return (loss(pred, y_shard),) + pixel_accuracy(pred, y_shard)
     X_shards, y_shards = split_f(X, y, devices)
     for X_shard in X_shards:
         # resnet v2 starts with a BatchNorm without parameters; MXNet updates
@@ -99,9 +148,9 @@ def train_batch(net, X, y, loss, trainer, devices, split_f=split_batch):
     # amp.init_trainer(trainer) sets this (--amp); MXNet's Trainer checks the same way.
     use_amp = getattr(trainer, '_amp_loss_scaler', None) is not None
     with autograd.record():
-        pred_shards = [net(X_shard) for X_shard in X_shards]
-        ls = [loss(pred_shard, y_shard)
-              for pred_shard, y_shard in zip(pred_shards, y_shards)]
+        # One (loss, correct, labelled) per shard.
+        outs = [step(X_shard, y_shard) for X_shard, y_shard in zip(X_shards, y_shards)]
+        ls = [out[0] for out in outs]
         if use_amp:
             from mxnet.contrib import amp
             # Scale the loss up (while recording) so that small float16
@@ -113,10 +162,9 @@ def train_batch(net, X, y, loss, trainer, devices, split_f=split_batch):
         for l in ls:
             l.backward()
     trainer.step(X.shape[0])
-    accs = [pixel_accuracy(p, t) for p, t in zip(pred_shards, y_shards)]
     ctx = devices[0]
     return (_sum_on([l.sum() for l in ls], ctx),
-            _sum_on([a[0] for a in accs], ctx), _sum_on([a[1] for a in accs], ctx))
+            _sum_on([out[1] for out in outs], ctx), _sum_on([out[2] for out in outs], ctx))
 
 
 def evaluate_segmentation(net, data_iter, devices, num_classes=21,
@@ -235,6 +283,9 @@ def _train_epoch(net, train_iter, loss, trainer, devices, split_f, epoch,
                 batches.set_postfix(loss=f'{value / X.shape[0]:.3f}', refresh=False)
     for old_loss, old_i in pending:
         _check_finite(old_loss, epoch, old_i)
+    # Every write done, also BatchNorm's running statistics, which static_shape
+    # graphs update behind the engine's back (see hybridize_for_training).
+    nd.waitall()
     metric = Accumulator(4)
     if sums is not None:
         metric.add(sums[0].asscalar(), sums[1].asscalar(), examples, sums[2].asscalar())

@@ -11,10 +11,12 @@ import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import autograd, nd
+from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import model_store, vision
 
 from d2lfcn import UserError
-from d2lfcn.model import FCN, backbone_file, bilinear_kernel, get_fcn, load_fcn
+from d2lfcn.model import (FCN, BlockConv2DTranspose, backbone_file, bilinear_kernel,
+                          get_fcn, load_fcn)
 
 
 @pytest.fixture(scope='module')
@@ -519,3 +521,100 @@ def test_load_fcn_defaults_come_from_the_weights(saved_params):
         np.testing.assert_array_equal(load_fcn(path)(x).asnumpy(), expected)
     finally:
         os.remove(os.path.join(folder, 'args.json'))
+
+
+# --- BlockConv2DTranspose: MXNet's Conv2DTranspose computed as a matrix product ---
+
+def _conv_pair(channels, in_channels, s, use_bias=True):
+    """Return MXNet's Conv2DTranspose and a BlockConv2DTranspose with equal random weights."""
+    kwargs = dict(kernel_size=2 * s, strides=s, padding=s // 2, in_channels=in_channels,
+                  use_bias=use_bias)
+    stock = nn.Conv2DTranspose(channels, **kwargs)
+    block = BlockConv2DTranspose(channels, **kwargs)
+    for layer in (stock, block):
+        layer.initialize()
+    for mine, theirs in zip(block.collect_params().values(), stock.collect_params().values()):
+        theirs.set_data(nd.random.normal(shape=theirs.shape))
+        mine.set_data(theirs.data())
+    return stock, block
+
+
+def _forward_backward(layer, x):
+    x = x.copy()
+    x.attach_grad()
+    with autograd.record():
+        y = layer(x)
+        # A loss that weighs every output element differently.
+        loss = (y * nd.arange(y.size).reshape(y.shape).sin()).sum()
+    loss.backward()
+    grads = [p.grad().asnumpy() for p in layer.collect_params().values()]
+    return y.asnumpy(), x.grad.asnumpy(), grads
+
+
+@pytest.mark.parametrize('channels,in_channels,s,use_bias,hybrid', [
+    (21, 21, 32, True, False), (21, 21, 32, True, True), (5, 3, 8, False, True),
+    (4, 6, 2, True, False), (3, 3, 16, True, True)])
+def test_block_conv_transpose_equals_mxnets_outputs_and_gradients(
+        channels, in_channels, s, use_bias, hybrid):
+    stock, block = _conv_pair(channels, in_channels, s, use_bias)
+    if hybrid:
+        block.hybridize(static_alloc=True, static_shape=True)
+    for shape in [(2, in_channels, 3, 5), (1, in_channels, 1, 1), (3, in_channels, 4, 2)]:
+        x = nd.random.normal(shape=shape)
+        want, got = _forward_backward(stock, x), _forward_backward(block, x)
+        assert got[0].shape == want[0].shape == (shape[0], channels, s * shape[2],
+                                                 s * shape[3])
+        for w, g in zip([want[0], want[1], *want[2]], [got[0], got[1], *got[2]]):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
+
+
+def test_block_conv_transpose_runs_mxnets_code_for_other_shapes(monkeypatch):
+    # Kernel 3, stride 2, padding 1 is not a 2s/s/(s/2) layer: MXNet's own code runs.
+    calls = []
+    original = nn.Conv2DTranspose.hybrid_forward
+    monkeypatch.setattr(nn.Conv2DTranspose, 'hybrid_forward',
+                        lambda self, F, x, *a, **k: calls.append(1) or original(
+                            self, F, x, *a, **k))
+    layer = BlockConv2DTranspose(4, kernel_size=3, strides=2, padding=1, in_channels=2)
+    stock = nn.Conv2DTranspose(4, kernel_size=3, strides=2, padding=1, in_channels=2)
+    layer.initialize()
+    stock.initialize()
+    stock.weight.set_data(layer.weight.data())
+    x = nd.random.normal(shape=(1, 2, 5, 5))
+    np.testing.assert_array_equal(layer(x).asnumpy(), stock(x).asnumpy())
+    assert calls == [1, 1]
+    # The matrix-product path does not call it.
+    _, block = _conv_pair(3, 3, 4)
+    block(nd.ones((1, 3, 2, 2)))
+    assert calls == [1, 1]
+
+
+def test_fcn_upsampling_keeps_mxnets_parameter_names_and_files(tmp_path, monkeypatch):
+    from d2lfcn import model
+    net = get_fcn(21, pretrained_base=False)
+    assert isinstance(net.upsample, BlockConv2DTranspose)
+    # The same FCN built with MXNet's own layer: every parameter named alike.
+    monkeypatch.setattr(model, 'BlockConv2DTranspose', nn.Conv2DTranspose)
+    stock_net = get_fcn(21, pretrained_base=False)
+    assert type(stock_net.upsample) is nn.Conv2DTranspose
+
+    def names(fcn):  # the head's, below the FCN's own prefix (the backbone's is global)
+        return [k[len(fcn.prefix):] for part in (fcn.score, fcn.upsample)
+                for k in part.collect_params().keys()]
+    assert names(net) == names(stock_net) == ['conv0_weight', 'conv0_bias',
+                                              'conv1_weight', 'conv1_bias']
+    assert (list(net._collect_params_with_prefix())
+            == list(stock_net._collect_params_with_prefix()))
+    # Its weights are a Conv2DTranspose's: a saved file loads into MXNet's own layer.
+    path = str(tmp_path / 'fcn.params')
+    net(nd.zeros((1, 3, 64, 64)))  # the backbone's deferred shapes
+    net.save_parameters(path)
+    saved = nd.load(path)
+    assert saved['upsample.weight'].shape == (21, 21, 64, 64)
+    stock = nn.Conv2DTranspose(21, kernel_size=64, padding=16, strides=32, in_channels=21)
+    stock.initialize()
+    stock.weight.set_data(saved['upsample.weight'])
+    stock.bias.set_data(saved['upsample.bias'])
+    x = nd.random.normal(shape=(1, 21, 2, 3))
+    np.testing.assert_allclose(net.upsample(x).asnumpy(), stock(x).asnumpy(),
+                               rtol=1e-4, atol=1e-5)
