@@ -575,19 +575,9 @@ def _another_download_running(t):
 
 def _disk_full(t):
     """Put $D2LFCN_DATA on a 64 KiB tmpfs (root only), then download 200 KB into it."""
-    small = t.tmp / 'data'
-    small.mkdir()
-    try:
-        mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs',
-                                  str(small)], capture_output=True)
-    except FileNotFoundError:
-        pytest.skip('no mount command here')
-    if mounted.returncode:
-        pytest.skip('cannot mount a small tmpfs here (needs root): '
-                    + mounted.stderr.decode().strip())
-    t.cleanup.append(lambda: subprocess.run(['umount', str(small)], check=True))
+    small = _small_disk(t, 'data')
     _serve(t)
-    return t.download(data_dir=str(small))
+    return t.download(data_dir=small)
 
 
 def _read_only_data_dir(t):
