@@ -64,9 +64,10 @@ class BlockConv2DTranspose(nn.Conv2DTranspose):
         # (offset by the padding s/2) that each see a 2 x 2 neighbourhood of
         # input pixels: input (i - a, j - b) weighs in through the kernel's
         # quarter (a, b). MXNet's oneDNN deconvolution is slow for this shape
-        # (about a fifth of a training step for the 32x upsampling); a matrix
-        # product over the neighbourhoods, then moving the blocks in place, is
-        # faster. Both add the same 4 x in_channels products per output.
+        # (with it, an FCN training step took 1.04-1.19 times as long: the
+        # 'stock' loop of benchmarks/bench_train.py); a matrix product over the
+        # neighbourhoods, then moving the blocks in place, is faster. Both add
+        # the same 4 x in_channels products per output.
         c_in, c_out, p = self._in_channels, self._channels, s // 2
         w = F.reshape(weight, shape=(c_in, c_out, 2, s, 2, s))     # (c, o, a, r, b, t)
         w = F.transpose(w, axes=(1, 3, 5, 2, 4, 0))                 # (o, r, t, a, b, c)

@@ -19,7 +19,8 @@ from .voc import IGNORE_LABEL
 
 __all__ = ['SegmentationLoss', 'split_batch', 'pixel_accuracy', 'LossAndAccuracy',
            'train_batch', 'hybridize_for_training', 'evaluate_segmentation',
-           'evaluate_whole_images', 'background_baseline', 'set_epoch_seed', 'lr_at', 'TrainingDiverged', 'train_ch13']
+           'evaluate_whole_images', 'background_baseline', 'set_epoch_seed', 'lr_at',
+           'TrainingDiverged', 'train_ch13']
 
 
 class SegmentationLoss(gluon.loss.Loss):
@@ -83,8 +84,7 @@ class LossAndAccuracy(gluon.HybridBlock):
     Hybridized, the scores (batch x classes x H x W) stay inside one cached
     graph: passed from the network to the loss, they and their gradient
     would be fresh arrays every step, allocated afresh on the CPU (MXNet 1.9
-    does not pool CPU memory), about 5% of a step at batch 8
-    (benchmarks/bench_train.py). Pass it as train_batch's `loss`.
+    does not pool CPU memory). Pass it as train_batch's `loss`.
     Explained in chapters/fcn.md.
     """
 
