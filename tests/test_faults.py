@@ -29,7 +29,6 @@ import runpy
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tarfile
@@ -37,7 +36,6 @@ import tempfile
 import threading
 import time
 import traceback
-import zlib
 
 import numpy as np
 import pytest
@@ -48,6 +46,8 @@ import d2lfcn.train  # noqa: F401
 from d2lfcn import download as dl
 from d2lfcn import voc
 from d2lfcn.utils import run_cli
+
+from bombs import jpeg_claiming, png_claiming  # tests/bombs.py
 
 ROW_TIMEOUT = 300  # seconds; a hung row fails instead of hanging the suite
 
@@ -170,24 +170,6 @@ def _png_bytes(rgb):
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, 'PNG')
     return buf.getvalue()
-
-
-def jpeg_claiming(height, width):
-    """Return a 16x16 JPEG whose header claims height x width (a decompression bomb)."""
-    data = bytearray(_jpeg_bytes(_rng_image(16, 16)))
-    sof = data.index(b'\xff\xc0')  # baseline frame header: length, precision, H, W
-    data[sof + 5:sof + 9] = struct.pack('>HH', height, width)
-    return bytes(data)
-
-
-def png_claiming(height, width):
-    """Return a tiny PNG whose IHDR claims height x width, with a valid checksum."""
-    buf = io.BytesIO()
-    Image.fromarray(np.zeros((16, 16), np.uint8)).save(buf, 'PNG')
-    data = bytearray(buf.getvalue())
-    data[16:24] = struct.pack('>II', width, height)
-    data[29:33] = struct.pack('>I', zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
 
 
 def jpeg_middle_cut(data):

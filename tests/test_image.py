@@ -1,8 +1,5 @@
 """Tests for d2lfcn/image.py: decoding against OpenCV, the pixel limit, strictness, PNG writing."""
-import io
 import os
-import struct
-import zlib
 
 import cv2
 import numpy as np
@@ -11,6 +8,8 @@ from PIL import Image, ImageFile
 
 from d2lfcn import image
 from d2lfcn.utils import UserError
+
+from bombs import jpeg_claiming, png_claiming  # tests/bombs.py
 
 
 def _photo(h=45, w=60, seed=0):
@@ -66,24 +65,6 @@ def test_exif_orientation_as_opencv_applies_it(tmp_path, orientation, fmt):
     assert image.check_image(path) == (30, 50)  # the stored grid, as labels are drawn
 
 
-def _jpeg_claiming(h, w):
-    buf = io.BytesIO()
-    Image.fromarray(_photo(16, 16)).save(buf, 'JPEG')
-    data = bytearray(buf.getvalue())
-    sof = data.index(b'\xff\xc0')
-    data[sof + 5:sof + 9] = struct.pack('>HH', h, w)
-    return bytes(data)
-
-
-def _png_claiming(h, w):
-    buf = io.BytesIO()
-    Image.fromarray(np.zeros((16, 16), np.uint8)).save(buf, 'PNG')
-    data = bytearray(buf.getvalue())
-    data[16:24] = struct.pack('>II', w, h)
-    data[29:33] = struct.pack('>I', zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
 def test_pixel_limit_default_and_variable(monkeypatch):
     monkeypatch.delenv('D2LFCN_MAX_PIXELS', raising=False)
     assert image.max_pixels() == image.MAX_PIXELS == 4096 * 4096
@@ -113,10 +94,10 @@ def test_pixel_limit_is_exact(tmp_path, monkeypatch, fmt):
 
 
 @pytest.mark.parametrize('data, fragment', [
-    (_jpeg_claiming(60000, 60000), 'of 60000x60000 pixels is larger than the limit'),
-    (_png_claiming(5000, 5000), 'of 5000x5000 pixels is larger than the limit'),
+    (jpeg_claiming(60000, 60000), 'of 60000x60000 pixels is larger than the limit'),
+    (png_claiming(5000, 5000), 'of 5000x5000 pixels is larger than the limit'),
     # Above Pillow's own bomb limit, it refuses in Image.open: still our message.
-    (_png_claiming(20000, 20000), 'larger than 16777216 pixels; refusing'),
+    (png_claiming(20000, 20000), 'larger than 16777216 pixels; refusing'),
 ])
 def test_bombs_are_refused_from_the_header(tmp_path, data, fragment):
     path = tmp_path / 'bomb'
