@@ -245,6 +245,7 @@ def cli_parts(batch_size, size):
     def make_loss(net, num_devices):  # as recipes.fit builds and hybridizes it
         loss = training.LossAndAccuracy(net, training.SegmentationLoss())
         training.hybridize_for_training(loss, num_devices)
+        net.hybridize()  # evaluation runs the network alone, without static memory
         return loss
 
     def lr_fn(step):  # the command's schedule, as recipes.fit builds it

@@ -360,7 +360,10 @@ def _fit(args, devices, progress, folder):
     # The training graph: network, loss and pixel counts in one cached graph.
     loss = LossAndAccuracy(net, SegmentationLoss())
     if not args.no_hybridize:
-        hybridize_for_training(loss, len(devices))  # the network too, for evaluation
+        hybridize_for_training(loss, len(devices))
+        # The network alone evaluates crops and whole images (a new shape
+        # each): no static memory. The training graph keeps its own.
+        net.hybridize()
     run = _Run(args, devices, folder, state, workers, train_set, train_iter.batch_sampler)
     reduce = workers.sum_counts if workers else None
     base = background_baseline(test_iter, num_classes, reduce)
@@ -379,10 +382,6 @@ def _fit(args, devices, progress, folder):
                      round(args.warmup_epochs * num_batches))
 
     def evaluate_whole(net):
-        if not args.no_hybridize:
-            # Whole images, a new shape each: no static memory. The training
-            # graph, built from `loss`, keeps its own.
-            net.hybridize()
         scores = evaluate_whole_images(net, whole_set, devices, num_classes, reduce)
         scores = {'whole_' + ('acc' if k == 'pixel_acc' else k.replace('mean_iou', 'miou')): v
                   for k, v in scores.items()}

@@ -137,7 +137,9 @@ def train_batch(net, X, y, loss, trainer, devices, split_f=split_batch):
     else:  # D2L's way: the scores leave the network's graph
         def step(X_shard, y_shard):
             pred = net(X_shard)
-            return (loss(pred, y_shard),) + pixel_accuracy(pred, y_shard)
+            with autograd.pause():  # the counts need no gradient
+                counts = pixel_accuracy(pred, y_shard)
+            return (loss(pred, y_shard),) + counts
     X_shards, y_shards = split_f(X, y, devices)
     for X_shard in X_shards:
         # resnet v2 starts with a BatchNorm without parameters; MXNet updates
