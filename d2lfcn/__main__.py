@@ -23,7 +23,8 @@ from .compat import REMOVED_ALIASES
 from .download import file_sha1
 from .model import BACKBONE, backbone_file, get_fcn
 from .synthetic import demo_voc_dir
-from .utils import ArgumentParser, UserError, default_data_dir, run_cli, try_all_gpus
+from .cli import ArgumentParser, run_cli
+from .utils import UserError, default_data_dir, existing_parent, first_line, try_all_gpus
 from .voc import VOC_SHA1, VOC_TAR, _example_paths, _split_names
 
 SUPPORTED_PYTHON = ((3, 8), (3, 12))  # setup.py's python_requires
@@ -39,9 +40,7 @@ def mxnet_builds():
 
 def is_writable(path):
     """Return True if `path` is a writable folder or could be created as one."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path):  # the nearest existing ancestor decides
-        path = os.path.dirname(path)
+    path = existing_parent(path)  # the nearest existing folder decides
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
@@ -59,14 +58,14 @@ def check_computation():
         if Y.shape != (1, 21, 64, 64) or not np.isfinite(grad.asnumpy()).all():
             return f'the FCN gave shape {Y.shape} or non-finite gradients'
     except Exception as e:  # MXNet's errors have many types; report any
-        return _first_line(e)
+        return _describe(e)
     return None
 
 
-def _first_line(error):
-    """Return an exception's type and the first line of its message."""
-    text = str(error).strip()
-    return type(error).__name__ + (': ' + text.splitlines()[0][:200] if text else '')
+def _describe(error):
+    """Return an exception's type and why it happened, on one line."""
+    name, why = type(error).__name__, first_line(error)
+    return name if why == name else f'{name}: {why}'
 
 
 def check_voc(data_dir):
@@ -171,7 +170,7 @@ def _report_setup(problems):
         cpu_only = devices[0].device_type == 'cpu'
         _row('devices', f"{devices}{': no GPU, training runs on the CPU' if cpu_only else ''}")
     except mx.base.MXNetError as e:
-        problems.append(f'MXNet cannot list the GPUs ({_first_line(e)}); '
+        problems.append(f'MXNet cannot list the GPUs ({_describe(e)}); '
                         "install the CPU build: pip install 'd2lfcn[cpu]'")
         _row('devices', 'error: ' + problems[-1])
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()

@@ -16,7 +16,8 @@ import tempfile
 import time
 
 from . import chapters as jupyter_chapters
-from .utils import ArgumentParser, UserError, atomic_path, run_cli
+from .cli import ArgumentParser, run_cli
+from .utils import UserError, atomic_path
 
 __all__ = []  # a command: nothing for `import d2lfcn`
 

@@ -21,7 +21,7 @@ from .model import STRIDE, backbone_file
 from .voc import (VOC_CLASSES, find_voc_dir, normalize_image, read_voc_images,
                   voc_colormap2label)
 from .synthetic import SYNTHETIC_CLASSES
-from .utils import UserError, atomic_path, default_data_dir, to_numpy
+from .utils import UserError, atomic_path, default_data_dir, to_numpy, why_write_failed
 
 __all__ = ['STANDIN_CLASSES', 'Classifier', 'imagenet_classes',
            'pretrained_classifier', 'to_fully_convolutional', 'object_patches',
@@ -510,7 +510,7 @@ def standin_classifier_file(voc_dir=None, data_dir=None, **standin_kwargs):
         with atomic_path(path) as tmp:
             net.save_parameters(tmp)
     except (OSError, mx.base.MXNetError) as e:
-        why = getattr(e, 'strerror', None) or str(e).splitlines()[0][:100]
+        why = why_write_failed(e)
         raise UserError(f'cannot keep the stand-in classifier in {data_dir} ({why}); '
                         'set D2LFCN_DATA to a writable folder') from None
     return path

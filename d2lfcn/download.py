@@ -19,7 +19,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from .utils import UserError
+from .utils import UserError, first_line, topmost_missing
 
 __all__ = ['download', 'file_sha1', 'check_sha1', 'safe_extract']
 
@@ -57,11 +57,6 @@ def _progress(total, initial, name):
         return _Silent()
     return tqdm(total=total, initial=initial, unit='B', unit_scale=True,
                 unit_divisor=1024, desc=name, disable=None, file=sys.stderr)
-
-
-def _one_line(e):
-    """Return an exception's text on one line (urllib's redirect errors span three)."""
-    return ' '.join(str(getattr(e, 'reason', None) or e).split())
 
 
 class _DiskError(Exception):
@@ -122,7 +117,7 @@ def _try_url(url, f, retries, timeout, errors):
             _fetch_once(url, f, timeout)
             return True
         except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
-            errors.append(f'{url}: {_one_line(e)}')
+            errors.append(f'{url}: {first_line(e)}')
             grew = f.seek(0, os.SEEK_END) > have
             if isinstance(e, urllib.error.HTTPError) or not grew:
                 return False  # a refusal or a dead host: try the next URL
@@ -299,11 +294,7 @@ def safe_extract(tar_path, target, member_root=None):
     """
     target = os.path.abspath(target)
     parent = os.path.dirname(target)
-    made = []  # the folders above target that we create, removed again on failure
-    folder = parent
-    while not os.path.exists(folder) and folder != os.path.dirname(folder):
-        made.append(folder)
-        folder = os.path.dirname(folder)
+    made = topmost_missing(parent)  # removed again on failure, with what is below it
     try:
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}.extract', dir=parent)
@@ -334,10 +325,14 @@ def safe_extract(tar_path, target, member_root=None):
         done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not done:
-            for folder in made:
-                with contextlib.suppress(OSError):  # only if still empty
+        if not done and made:
+            folder = parent
+            while True:  # the folders we created, innermost first, each only if empty
+                with contextlib.suppress(OSError):
                     os.rmdir(folder)
+                if folder == made:
+                    break
+                folder = os.path.dirname(folder)
     return target
 
 
@@ -358,10 +353,10 @@ def _extract_all(tar, root, member_root, tar_path):
             else:
                 tar.extract(member, root)
     except (tarfile.TarError, EOFError, KeyError) as e:  # KeyError: a link to nothing
-        raise UserError(f'{tar_path}: cannot extract ({_one_line(e)}); delete it and '
+        raise UserError(f'{tar_path}: cannot extract ({first_line(e)}); delete it and '
                         'download it again') from None
     except OSError as e:
-        why = 'disk full' if e.errno == errno.ENOSPC else e.strerror or _one_line(e)
+        why = 'disk full' if e.errno == errno.ENOSPC else e.strerror or first_line(e)
         raise UserError(f'{tar_path}: cannot extract into {os.path.dirname(root)} '
                         f'({why}); free some space or fix the folder, and run '
                         'again') from None

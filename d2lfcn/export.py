@@ -10,8 +10,9 @@ from mxnet import nd
 from mxnet.base import MXNetError
 
 from .model import FCN_ARCHS, STRIDE, load_fcn
-from .utils import (ArgumentParser, UserError, check_mxnet_path, check_out_dir,
-                    removed_on_error, run_cli)
+from .cli import ArgumentParser, run_cli
+from .utils import (UserError, check_mxnet_path, check_out_dir, removed_on_error,
+                    why_write_failed)
 
 __all__ = ['export_fcn']
 
@@ -85,15 +86,14 @@ def main(argv=None):
     """Export the FCN in --params to --out-dir; see --help."""
     args = _parse(argv)
     check_out_dir(args.out_dir)
-    check_mxnet_path(args.out_dir, '--out-dir')
+    check_mxnet_path(args.out_dir, 'out_dir')
     net = load_fcn(args.params, args.arch, args.num_classes)
     prefix = args.prefix or net.arch
     try:
         symbol_file, params_file = export_fcn(net, args.out_dir, prefix,
                                               args.height, args.width)
     except (OSError, MXNetError) as e:
-        # MXNet reports a full disk as an incomplete write, without errno.
-        why = getattr(e, 'strerror', None) or 'the disk is full or the write failed'
+        why = why_write_failed(e)
         raise UserError(f'cannot write into --out-dir {args.out_dir}: {why}') from None
     print(f'{net.arch} ({args.params}) -> {symbol_file}, {params_file}')
 

@@ -8,8 +8,8 @@ import time
 
 from . import diagrams
 from .plotting import save_figure
-from .utils import (ArgumentParser, UserError, check_out_dir, is_fast_mode,
-                    removed_on_error, run_cli)
+from .cli import ArgumentParser, run_cli
+from .utils import UserError, check_out_dir, is_fast_mode, removed_on_error
 
 # Figures drawn from nothing but the library: name -> function returning a Figure.
 SCHEMATICS = {

@@ -12,7 +12,7 @@ from mxnet import init, nd
 from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import model_store, vision
 
-from .utils import UserError, check_mxnet_path
+from .utils import UserError, check_mxnet_path, first_line
 
 __all__ = ['bilinear_kernel', 'BlockConv2DTranspose', 'FCN', 'SkipFCN', 'FCN_ARCHS',
            'STRIDE', 'get_fcn', 'backbone_file', 'load_fcn']
@@ -191,7 +191,7 @@ def _pretrained_file():
         with contextlib.redirect_stdout(io.StringIO()):
             return model_store.get_model_file(BACKBONE, root=root)
     except Exception as e:  # network, HTTP, zip and hash errors all end here
-        reason = _first_line(e)
+        reason = first_line(e)
         raise UserError(
             f'cannot download the pretrained {BACKBONE} weights ({reason}); '
             f'put the file at {path}, or pass '
@@ -205,7 +205,7 @@ def _load_backbone(path, ctx):
     classes, or another number such as the book's stand-in): only its
     features are used, so its class count is read off its output layer.
     """
-    check_mxnet_path(path, '--backbone-params')
+    check_mxnet_path(path, 'backbone_params')
     if not os.path.isfile(path):
         raise UserError(f'backbone params file {path} does not exist; pass a '
                         f'{BACKBONE} .params file saved by the Gluon model zoo')
@@ -216,7 +216,7 @@ def _load_backbone(path, ctx):
         net.load_parameters(path, ctx=ctx)
     except (mx.base.MXNetError, AssertionError, ValueError, KeyError) as e:
         raise UserError(f'backbone params file {path} is not a valid '
-                        f'{BACKBONE} .params file: {_first_line(e)}') from None
+                        f'{BACKBONE} .params file: {first_line(e)}') from None
     return net
 
 
@@ -310,7 +310,7 @@ def load_fcn(params, arch=None, num_classes=None, ctx=None):
     Explained in chapters/fcn.md.
     """
     params = os.fspath(params)
-    check_mxnet_path(params, '--params')
+    check_mxnet_path(params, 'params')
     if not os.path.isfile(params):
         what = 'is a folder' if os.path.isdir(params) else 'does not exist'
         raise UserError(f'params file {params} {what}; pass --params with '
@@ -319,7 +319,7 @@ def load_fcn(params, arch=None, num_classes=None, ctx=None):
         saved = nd.load(params)
     except mx.base.MXNetError as e:
         raise UserError(f'params file {params} is corrupt or not an MXNet '
-                        f'.params file ({_first_line(e)})') from None
+                        f'.params file ({first_line(e)})') from None
     score = saved.get('score.weight') if isinstance(saved, dict) else None
     if score is None:
         raise UserError(f'params file {params} does not hold an FCN (no score.weight)')
@@ -335,15 +335,6 @@ def load_fcn(params, arch=None, num_classes=None, ctx=None):
         net.load_parameters(params, ctx=ctx)
     except (mx.base.MXNetError, AssertionError, ValueError, KeyError) as e:
         raise UserError(f'params file {params} does not fit the {arch}: '
-                        f'{_first_line(e)}') from None
+                        f'{first_line(e)}') from None
     return net
 
-
-def _first_line(e):
-    """Return the first meaningful line of an exception's message, shortened."""
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    # MXNet's messages start with a C++ location ("[12:00:00] src/...: "); drop it.
-    text = lines[0] if lines else type(e).__name__
-    if text.startswith('[') and '] ' in text:
-        text = text.split('] ', 1)[1]
-    return text[:200]

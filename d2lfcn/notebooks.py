@@ -6,8 +6,8 @@ import glob
 import os
 
 from .chapters import CellError, chapter_to_notebook, execute_notebook, read_text
-from .utils import (ArgumentParser, UserError, atomic_path, check_out_dir,
-                    removed_on_error, run_cli)
+from .cli import ArgumentParser, run_cli
+from .utils import UserError, atomic_path, check_out_dir, removed_on_error
 
 __all__ = ['write_notebooks']
 

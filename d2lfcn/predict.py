@@ -10,7 +10,8 @@ from .image import read_image, write_png
 from .inference import label2image, overlay, predict_image
 from .model import FCN_ARCHS, STRIDE, load_fcn
 from .recipes import devices_of
-from .utils import ArgumentParser, UserError, check_out_dir, run_cli
+from .cli import ArgumentParser, run_cli
+from .utils import UserError, check_out_dir
 
 
 def _read_rgb(path):

@@ -19,8 +19,7 @@ from .runfolder import FILES, RunFolder, interrupts_deferred, new_run_id, read_a
 from .training import (LossAndAccuracy, SegmentationLoss, TrainingDiverged,
                        background_baseline, evaluate_whole_images,
                        hybridize_for_training, lr_at, train_ch13)
-from .utils import (Terminated, UserError, atomic_path, check_mxnet_path, check_out_dir,
-                    default_data_dir, try_all_gpus)
+from .utils import (Terminated, UserError, atomic_path, check_mxnet_path, check_out_dir, default_data_dir, try_all_gpus)
 from .voc import VOC_CLASSES, VOCSegDataset, find_voc_dir, voc_loaders
 
 __all__ = ['BOOK_RECIPE', 'DEMO_RECIPE', 'OPTIONS', 'recipe', 'fit']
@@ -69,7 +68,7 @@ def _check(args):
         raise UserError(f'--crop-size {h} {w}: height and width must be positive '
                         f'multiples of {STRIDE} (the FCN downsamples by {STRIDE})')
     check_out_dir(args['out_dir'])
-    check_mxnet_path(args['out_dir'], '--out-dir')
+    check_mxnet_path(args['out_dir'], 'out_dir')
     ranges = (('num_epochs', args['num_epochs'] >= 1),
               ('batch_size', args['batch_size'] >= 1),
               ('lr', math.isfinite(args['lr']) and args['lr'] > 0),

@@ -29,7 +29,7 @@ import threading
 import time
 
 from .download import file_sha1
-from .utils import Terminated, UserError, atomic_path
+from .utils import Terminated, UserError, atomic_path, topmost_missing
 
 __all__ = ['FILES', 'METRIC_COLUMNS', 'RunFolder', 'read_args', 'write_json',
            'write_metrics', 'interrupts_deferred', 'new_run_id']
@@ -140,11 +140,8 @@ class RunFolder:
         DataLoader workers, which could outlive a killed run); so a killed run
         never leaves the folder locked.
         """
-        top = os.path.abspath(self.out_dir)
-        while not os.path.exists(os.path.dirname(top)):
-            top = os.path.dirname(top)
         try:
-            self._created = None if os.path.isdir(self.out_dir) else top
+            self._created = topmost_missing(self.out_dir)
             os.makedirs(self.out_dir, exist_ok=True)
         except OSError as e:
             raise UserError(f'--out-dir {self.out_dir}: cannot create it '

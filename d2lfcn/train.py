@@ -7,7 +7,7 @@ import sys
 
 from .model import FCN_ARCHS
 from .recipes import BOOK_RECIPE, DEMO_RECIPE, fit, recipe
-from .utils import ArgumentParser, run_cli
+from .cli import ArgumentParser, run_cli
 
 
 def _default(name):

@@ -1,74 +1,115 @@
-"""Share devices, timers, accumulators, atomic writes and CLI error handling."""
-import argparse
+"""Share small helpers: D2L's devices, timers and accumulators; errors; safe file writes.
+
+Every idiom that more than one module needs is written once, here.
+"""
 import contextlib
 import os
 import shutil
-import signal
-import sys
 import tempfile
-import threading
 import time
 
 import mxnet as mx
 import numpy as np
 
-__all__ = ['UserError', 'Terminated', 'ArgumentParser', 'run_cli', 'try_gpu',
-           'try_all_gpus', 'Timer', 'Accumulator', 'atomic_path', 'default_data_dir', 'is_fast_mode', 'to_numpy']
+__all__ = ['UserError', 'Arg', 'Terminated', 'try_gpu', 'try_all_gpus', 'get_devices',
+           'Timer', 'Accumulator', 'atomic_path', 'default_data_dir', 'is_fast_mode',
+           'to_numpy']
+
+
+# ------------------------------------------------------------------ errors
+
+class Arg:
+    """An argument an error message names: `lr=0.5` to a Python caller, `--lr 0.5` as a flag.
+
+    `value` may be left out (`backbone_params`, `--backbone-params`); True and
+    False name a switch (`resume=False`, `without --resume`). `flag` overrides
+    the flag's spelling where it is not the parameter's name with dashes.
+    """
+
+    _NO_VALUE = object()
+
+    def __init__(self, name, value=_NO_VALUE, flag=None):
+        self.name, self.value = name, value
+        self.flag = flag or '--' + name.replace('_', '-')
+
+    def as_python(self):
+        if self.value is self._NO_VALUE:
+            return self.name
+        return f'{self.name}={self.value!r}'
+
+    def as_flag(self):
+        if self.value is self._NO_VALUE or self.value is True:
+            return self.flag
+        if self.value is False:
+            return f'without {self.flag}'
+        if isinstance(self.value, (list, tuple)):
+            return f"{self.flag} {' '.join(map(str, self.value))}"
+        return f'{self.flag} {self.value}'
 
 
 class UserError(Exception):
-    """Signal a problem the user can fix (bad path, missing data, bad flag)."""
+    """Signal a problem the user can fix (bad path, missing data, bad argument).
 
+    `message` may hold `{key}` fields, each filled from `Arg` keyword
+    arguments: in Python the message names parameters (`arch='fcn8s'`), and
+    the commands word the same error with flags (`--arch fcn8s`), so a
+    notebook user is never told to pass a flag.
+    """
 
-class ArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, like every d2lfcn error."""
+    def __init__(self, message, **fields):
+        super().__init__(message)
+        self.message, self.fields = message, fields
 
-    def error(self, message):
-        raise UserError(f'{message} (see {self.prog} --help)')
+    def render(self, as_flags=False):
+        text = self.message
+        for key, value in self.fields.items():  # str.replace: paths may hold braces
+            if isinstance(value, Arg):
+                value = value.as_flag() if as_flags else value.as_python()
+            text = text.replace('{' + key + '}', str(value))
+        return text
+
+    def __str__(self):
+        return self.render()
 
 
 class Terminated(BaseException):
     """Signal that the process received SIGTERM (what `kill` and schedulers send)."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated
+def exit_line(error):
+    """Return the one line and exit code a command ends with for `error`."""
+    if isinstance(error, UserError):
+        return f'error: {error.render(as_flags=True)}', 2
+    if isinstance(error, Terminated):
+        return 'terminated', 143
+    return 'interrupted', 130  # KeyboardInterrupt
 
 
-def _default_sigterm():
-    # A forked child (a DataLoader worker) must die of SIGTERM as before: its
-    # pool stops it that way, and Python code run at that moment could deadlock.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def first_line(error, limit=200):
+    """Return why `error` happened in one short line: its OS reason or its message's first line."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    reason = getattr(error, 'reason', None)  # urllib's URLError wraps the real error
+    if isinstance(reason, BaseException):
+        return first_line(reason, limit)
+    lines = [' '.join(line.split()) for line in str(reason or error).splitlines()]
+    text = next((line for line in lines if line), type(error).__name__)
+    # MXNet's messages start with a C++ location ("[12:00:00] src/...: "); drop it.
+    if text.startswith('[') and '] ' in text:
+        text = text.split('] ', 1)[1]
+    return text[:limit]
 
 
-if hasattr(os, 'register_at_fork'):
-    os.register_at_fork(after_in_child=_default_sigterm)
+def why_write_failed(error):
+    """Say in a few words why saving a file failed (OSError or MXNet's write error)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    # MXNet reports a full disk as an incomplete write, without errno.
+    return ('the disk is full or the write failed' if 'Write' in str(error)
+            else first_line(error, 100))
 
 
-def run_cli(main, argv=None):
-    """Run `main(argv)`; a `UserError` becomes one line on stderr and exit 2.
-
-    SIGTERM stops the command like Ctrl-C does: `finally` blocks and atomic
-    writes clean up, and the exit code is 143 (130 for Ctrl-C).
-    """
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
-    # A file name that is not valid UTF-8 must not turn a report into a traceback.
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, 'reconfigure'):
-            stream.reconfigure(errors='backslashreplace')
-    try:
-        return main(argv)
-    except UserError as e:
-        sys.stderr.write(f'error: {e}\n')
-        raise SystemExit(2)
-    except KeyboardInterrupt:
-        sys.stderr.write('interrupted\n')
-        raise SystemExit(130)
-    except Terminated:
-        sys.stderr.write('terminated\n')
-        raise SystemExit(143)
-
+# ----------------------------------------------------------------- devices
 
 def try_gpu(i=0):
     """Return gpu(i) if it exists, otherwise cpu()."""
@@ -82,6 +123,26 @@ def try_all_gpus():
     devices = [mx.gpu(i) for i in range(mx.context.num_gpus())]
     return devices if devices else [mx.cpu()]
 
+
+def get_devices(gpus=None, cpus=None):
+    """Return the contexts to run on: GPU ids `gpus` ('0,1'), `cpus` CPU contexts, or try_all_gpus()."""
+    if cpus:
+        return [mx.cpu(i) for i in range(cpus)]
+    if gpus is None:
+        return try_all_gpus()
+    try:
+        ids = [int(i) for i in str(gpus).split(',') if i.strip()]
+    except ValueError:
+        raise UserError('{gpus}: expected comma-separated GPU ids, e.g. 0,1',
+                        gpus=Arg('gpus', gpus)) from None
+    count = mx.context.num_gpus()
+    if not ids or any(not 0 <= i < count for i in ids):
+        raise UserError(f'{{gpus}}: MXNet sees {count} GPU(s); leave out {{gpus_}} '
+                        'to use the CPU', gpus=Arg('gpus', gpus), gpus_=Arg('gpus'))
+    return [mx.gpu(i) for i in ids]
+
+
+# ------------------------------------------------------ timers, accumulators
 
 class Timer:
     """Record multiple running times."""
@@ -128,6 +189,32 @@ def _to_float(x):
     return float(x.asscalar()) if hasattr(x, 'asscalar') else float(x)
 
 
+def to_numpy(x):
+    """Return `x` (NDArray, numpy array or list) as a numpy array."""
+    return x.asnumpy() if isinstance(x, mx.nd.NDArray) else np.asarray(x)
+
+
+# ------------------------------------------------------------------ files
+
+def existing_parent(path):
+    """Return the nearest folder at or above `path` that exists (absolute)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def topmost_missing(path):
+    """Return the highest folder that creating `path` would create, or None if it exists."""
+    path = os.path.abspath(path)
+    parent = existing_parent(path)
+    if parent == path:
+        return None
+    while os.path.dirname(path) != parent:
+        path = os.path.dirname(path)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to `path`; rename it over `path` on success.
@@ -156,10 +243,7 @@ def atomic_path(path):
 @contextlib.contextmanager
 def removed_on_error(folder):
     """Create `folder` (and missing parents); remove what was created if the block fails."""
-    top = os.path.abspath(folder)
-    while not os.path.exists(os.path.dirname(top)):
-        top = os.path.dirname(top)
-    created = None if os.path.isdir(folder) else top
+    created = topmost_missing(folder)
     os.makedirs(folder, exist_ok=True)
     try:
         yield folder
@@ -169,30 +253,32 @@ def removed_on_error(folder):
         raise
 
 
-def check_out_dir(path, flag='--out-dir'):
-    """Refuse an output folder that is a file or cannot be written, before any work."""
+def check_out_dir(path, name='out_dir'):
+    """Refuse an output folder that is a file or cannot be written, before any work.
+
+    `name` is the parameter (and flag) that gave the folder, for the message.
+    """
     path = os.fspath(path)
+    arg = Arg(name, path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f'{flag} {path}: is a file, not a folder')
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):  # the folder that would hold what we create
-        probe = os.path.dirname(probe)
+        raise UserError('{arg}: is a file, not a folder', arg=arg)
     try:
-        fd, tmp = tempfile.mkstemp(prefix='.write-test', dir=probe)
+        fd, tmp = tempfile.mkstemp(prefix='.write-test', dir=existing_parent(path))
         os.close(fd)
         os.remove(tmp)
     except OSError as e:
-        raise UserError(f'{flag} {path}: cannot write there ({e.strerror}); '
-                        f'choose another {flag}') from None
+        raise UserError(f'{{arg}}: cannot write there ({e.strerror}); choose another '
+                        '{other}', arg=arg, other=Arg(name)) from None
 
 
-def check_mxnet_path(path, flag):
+def check_mxnet_path(path, name):
     """Refuse a path MXNet cannot open: its C API takes file names as UTF-8."""
     try:
         os.fsencode(path).decode('utf-8')
     except UnicodeDecodeError:
-        raise UserError(f'{flag} {os.fsencode(path)!r}: MXNet reads and writes only '
-                        'paths that are valid UTF-8; rename the file or folder') from None
+        raise UserError('{arg}: MXNet reads and writes only paths that are valid '
+                        'UTF-8; rename the file or folder',
+                        arg=Arg(name, os.fsencode(path))) from None
 
 
 def default_data_dir():
@@ -204,8 +290,3 @@ def default_data_dir():
 def is_fast_mode():
     """Return True when D2LFCN_FAST=1 asks chapters and figures for small sizes."""
     return os.environ.get('D2LFCN_FAST', '0') not in ('', '0')
-
-
-def to_numpy(x):
-    """Return `x` (NDArray, numpy array or list) as a numpy array."""
-    return x.asnumpy() if isinstance(x, mx.nd.NDArray) else np.asarray(x)

@@ -16,7 +16,7 @@ import pytest
 from mxnet.gluon.model_zoo import model_store
 
 from d2lfcn import __main__ as envcheck
-from d2lfcn.utils import run_cli
+from d2lfcn.cli import run_cli
 from d2lfcn.voc import VOC_SHA1, VOC_TAR
 
 ZOO_SHA1 = model_store._model_sha1['resnet18_v2']

@@ -10,7 +10,7 @@ from mxnet import autograd, gluon, nd
 
 from d2lfcn.export import export_fcn, main
 from d2lfcn.model import get_fcn
-from d2lfcn.utils import run_cli
+from d2lfcn.cli import run_cli
 
 ARCHS = ['fcn32s', 'fcn16s', 'fcn8s']
 

@@ -45,7 +45,7 @@ import d2lfcn.predict  # noqa: F401  (imported here once, so every child starts 
 import d2lfcn.train  # noqa: F401
 from d2lfcn import download as dl
 from d2lfcn import voc
-from d2lfcn.utils import run_cli
+from d2lfcn.cli import run_cli
 
 from bombs import jpeg_claiming, png_claiming  # tests/bombs.py
 

@@ -57,7 +57,7 @@ def test_fast_run_draws_exactly_the_chapter_figures(tmp_path):
 
 
 def test_errors_are_one_line_and_write_nothing(tmp_path, small_voc_dir, capsys):
-    from d2lfcn.utils import run_cli
+    from d2lfcn.cli import run_cli
     for args, needle in [
             (['--only', 'no-such-figure'], 'no-such-figure'),
             (['--data-dir', str(tmp_path / 'nowhere'), '--only', 'voc-samples'], 'nowhere')]:

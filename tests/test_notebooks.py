@@ -59,7 +59,7 @@ def main_paths(chapters, out):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    from d2lfcn.utils import run_cli
+    from d2lfcn.cli import run_cli
     with pytest.raises(SystemExit) as e:
         run_cli(main, [str(tmp_path / 'missing.md'), '--out-dir', str(tmp_path)])
     assert e.value.code == 2
@@ -92,7 +92,7 @@ def test_generated_notebook_runs_in_jupyter(tmp_path, monkeypatch):
 
 
 def test_execute_saves_outputs_and_a_failure_names_the_line(tmp_path, capsys):
-    from d2lfcn.utils import run_cli
+    from d2lfcn.cli import run_cli
     chapter = tmp_path / 'tiny.md'
     chapter.write_text(
         '# Tiny\n\n```python\nfor i in range(3):\n    print(f"\\r{i}/2", end="")\n'

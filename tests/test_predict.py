@@ -14,7 +14,7 @@ from d2lfcn.model import get_fcn
 from d2lfcn.inference import label2image, overlay
 from d2lfcn.inference import predict_image as predict
 from d2lfcn.predict import main
-from d2lfcn.utils import run_cli
+from d2lfcn.cli import run_cli
 
 MEAN = np.array([0.485, 0.456, 0.406])  # ImageNet statistics, written out here
 STD = np.array([0.229, 0.224, 0.225])

@@ -5,8 +5,8 @@ import stat
 import pytest
 from mxnet import nd
 
-from d2lfcn.utils import (Accumulator, ArgumentParser, UserError, atomic_path,
-                          default_data_dir, run_cli)
+from d2lfcn.cli import ArgumentParser, run_cli
+from d2lfcn.utils import Accumulator, UserError, atomic_path, default_data_dir
 
 
 def test_atomic_path_renames_on_success_with_the_extension_kept(tmp_path):
@@ -78,7 +78,7 @@ def test_sigterm_stops_a_command_but_kills_its_forked_children_as_before():
     import sys
     code = '''
 import os, signal, sys, time
-from d2lfcn.utils import run_cli
+from d2lfcn.cli import run_cli
 
 def main(argv):
     pid = os.fork()
