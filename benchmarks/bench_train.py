@@ -235,25 +235,25 @@ def cli_parts(batch_size, size):
     The only function that knows where d2lfcn keeps its training loop and how
     `python -m d2lfcn.train` assembles it: when the library moves, adapt here.
     """
-    from d2lfcn import recipes, training
-    args = recipes.recipe(batch_size=batch_size, crop_size=list(size),
-                          no_pretrained_base=True)
+    from d2lfcn import distributed, job, loop
+    args = job.recipe(batch_size=batch_size, crop_size=list(size), no_pretrained_base=True)
 
     def make_trainer(net):
-        return recipes._trainer(args, net, None)
+        return job._trainer(args, net, distributed.placement(args.kvstore))
 
-    def make_loss(net, num_devices):  # as recipes.fit builds and hybridizes it
-        loss = training.LossAndAccuracy(net, training.SegmentationLoss())
-        training.hybridize_for_training(loss, num_devices)
+    def make_loss(net, num_devices):  # as job.fit builds and hybridizes it
+        loss = loop.LossAndAccuracy(net, loop.SegmentationLoss())
+        loop.hybridize_for_training(loss, num_devices)
         net.hybridize()  # evaluation runs the network alone, without static memory
         return loss
 
-    def lr_fn(step):  # the command's schedule, as recipes.fit builds it
-        return training.lr_at(step, args.num_epochs * 100, args.lr, args.lr_schedule, 0)
+    def lr_fn(step):  # the command's schedule, as job.fit builds it
+        return loop.lr_at(step, args.num_epochs * 100, args.lr, args.lr_schedule, 0)
 
     def epoch(net, batches, loss, trainer, devices, epoch_index):
-        return training._train_epoch(net, batches, loss, trainer, devices,
-                                     training.split_batch, epoch_index, lr_fn, None)
+        hooks = loop.Hooks(loop.LearningRateSchedule(trainer, lr_fn))  # as job.fit adds it
+        return loop._train_epoch(net, batches, loss, trainer, devices,
+                                 loop.split_batch, epoch_index, hooks)
 
     return epoch, make_trainer, make_loss
 
@@ -298,7 +298,7 @@ def make_bare_loop(args, devices, X, y, stock=False):
     from mxnet import autograd, gluon, nd
     from mxnet.gluon import nn
     from d2lfcn.model import get_fcn
-    from d2lfcn.training import SegmentationLoss
+    from d2lfcn.loop import SegmentationLoss
 
     class NetWithLoss(gluon.HybridBlock):
         """One cached graph from image to per-example loss."""
@@ -490,7 +490,7 @@ def measure_switch(args, net, run_round, devices, median_step):
     round cannot be compared with the best of several.
     """
     from mxnet import nd
-    from d2lfcn.training import evaluate_segmentation
+    from d2lfcn.loop import evaluate_segmentation
     h, w = args.size
     sizes = [args.batch_size, args.batch_size, max(1, args.batch_size // 3)]
     batches = [(nd.random.uniform(shape=(n, 3, h, w)), nd.zeros((n, h, w))) for n in sizes]

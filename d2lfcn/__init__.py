@@ -36,9 +36,9 @@ from .voc import *         # noqa: E402,F401,F403
 from .synthetic import *   # noqa: E402,F401,F403
 from .metrics import *     # noqa: E402,F401,F403
 from .inference import *   # noqa: E402,F401,F403
-from .training import *    # noqa: E402,F401,F403
+from .loop import *        # noqa: E402,F401,F403
 from .runfolder import *   # noqa: E402,F401,F403
-from .recipes import *     # noqa: E402,F401,F403
+from .job import *         # noqa: E402,F401,F403
 from .plotting import *    # noqa: E402,F401,F403
 from .diagrams import *    # noqa: E402,F401,F403
 from .classifier import *  # noqa: E402,F401,F403

@@ -15,21 +15,27 @@ import textwrap
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, nd
-from mxnet.gluon.model_zoo import model_store
 
 import d2lfcn
 
 from .compat import REMOVED_ALIASES
 from .download import file_sha1
-from .model import BACKBONE, backbone_file, get_fcn
+from .job import DEMO_RECIPE
+from .model import BACKBONE, backbone_file, backbone_sha1, backbone_url, get_fcn
 from .synthetic import demo_voc_dir
 from .cli import ArgumentParser, run_cli
 from .utils import UserError, default_data_dir, existing_parent, first_line, try_all_gpus
-from .voc import VOC_SHA1, VOC_TAR, _example_paths, _split_names
+from .voc import VOC_SHA1, VOC_TAR, voc_example_paths, voc_split_names
 
-SUPPORTED_PYTHON = ((3, 8), (3, 12))  # setup.py's python_requires
-DEMO_OUT_DIR = os.path.join('runs', 'demo')  # the demo recipe's --out-dir
 VOC_SPLIT_SIZES = {'train': 1464, 'val': 1449}  # VOC2012's segmentation splits
+
+
+def _supported_python():
+    """Return setup.py's python_requires, as the installed package records it."""
+    try:
+        return importlib.metadata.metadata('d2lfcn')['Requires-Python'] or 'of any version'
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "as setup.py's python_requires says"
 
 
 def mxnet_builds():
@@ -97,10 +103,10 @@ def _check_voc_tree(voc_dir):
     counts, missing = {}, []
     try:
         for split in ('train', 'val'):
-            names, _ = _split_names(voc_dir, split == 'train')
+            names, _ = voc_split_names(voc_dir, split == 'train')
             counts[split] = len(names)
             for name in names:
-                missing += [p for p in _example_paths(voc_dir, name) if not os.path.isfile(p)]
+                missing += [p for p in voc_example_paths(voc_dir, name) if not os.path.isfile(p)]
     except UserError as e:
         return False, [f'incomplete: {e}; delete {voc_dir} and extract {VOC_TAR} again']
     if missing:
@@ -118,10 +124,9 @@ def _check_voc_tree(voc_dir):
 def check_backbone():
     """Return (present, lines) describing the model zoo's resnet18_v2 weights."""
     path = backbone_file()
-    expected = model_store._model_sha1[BACKBONE]  # the model zoo's own checksum
+    expected = backbone_sha1()  # the model zoo's own checksum
     name = os.path.basename(path)
-    repo = os.environ.get('MXNET_GLUON_REPO', model_store.apache_repo_url).rstrip('/') + '/'
-    url = model_store._url_format.format(repo_url=repo, file_name=name[:-len('.params')])
+    url = backbone_url()
     how = [f'Without network: copy {name} (sha1 {expected}) into {os.path.dirname(path)}, '
            'or pass --backbone-params PATH to python -m d2lfcn.train; '
            f'on a machine with network, download {url} and unzip it.',
@@ -145,10 +150,9 @@ def _row(name, lines):
 
 def _report_setup(problems):
     """Print versions, devices and threads; append what stops the demo to `problems`."""
-    (lo_major, lo_minor), (hi_major, hi_minor) = SUPPORTED_PYTHON
     version = '.'.join(map(str, sys.version_info[:3]))
-    _row('Python', f'{version} at {sys.executable} (d2lfcn supports '
-                   f'{lo_major}.{lo_minor} to {hi_major}.{hi_minor})')
+    _row('Python', f'{version} at {sys.executable} (d2lfcn supports Python '
+                   f'{_supported_python()})')
     builds = mxnet_builds()
     gpu_build = mx.runtime.Features().is_enabled('CUDA')
     _row('MXNet', f"{mx.__version__}, {'CUDA' if gpu_build else 'CPU'} build "
@@ -206,7 +210,7 @@ def _report_folders(problems):
     source = '$MXNET_HOME/models' if 'MXNET_HOME' in os.environ else (
         'default; set $MXNET_HOME to use $MXNET_HOME/models')
     _row('weights', f'{models} ({source})')
-    out_dir = os.path.abspath(DEMO_OUT_DIR)
+    out_dir = os.path.abspath(DEMO_RECIPE['out_dir'])
     if (os.path.exists(out_dir) and not os.path.isdir(out_dir)) or not is_writable(out_dir):
         problems.append(f'{out_dir}: cannot write the demo run there; run from a '
                         'writable folder or pass --out-dir to the demo')

@@ -19,7 +19,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from .utils import UserError, first_line, topmost_missing
+from .utils import Arg, UserError, first_line, topmost_missing
 
 __all__ = ['download', 'file_sha1', 'check_sha1', 'safe_extract']
 
@@ -158,8 +158,8 @@ def download(urls, path, sha1=None, retries=3, timeout=60):
         f = open(part, 'ab', buffering=0)  # unbuffered: a full disk fails in write()
     except OSError as e:
         raise UserError(f'{part}: cannot write the download ({e.strerror}); pass '
-                        '--data-dir to a folder that already holds the data, or set '
-                        '$D2LFCN_DATA to a writable folder') from None
+                        '{data_dir} to a folder that already holds the data, or set '
+                        '$D2LFCN_DATA to a writable folder', data_dir=Arg('data_dir')) from None
     with f:
         _lock(f, part)
         try:
@@ -193,8 +193,9 @@ def _download_locked(urls, path, part, f, sha1, retries, timeout):
         os.replace(part, path)  # still locked: a later download finds `path` whole
         return path
     raise UserError(f'cannot download {os.path.basename(path)} ({errors[-1]}); '
-                    'check the network, or pass --data-dir to a folder that already '
-                    'holds the data, or use --demo')
+                    'check the network, or pass {data_dir} to a folder that already '
+                    'holds the data, or use {demo}', data_dir=Arg('data_dir'),
+                    demo=Arg('demo', True))
 
 
 def _inside(root, path):

@@ -12,10 +12,11 @@ from mxnet import init, nd
 from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import model_store, vision
 
-from .utils import UserError, check_mxnet_path, first_line
+from .utils import Arg, UserError, check_mxnet_path, first_line
 
 __all__ = ['bilinear_kernel', 'BlockConv2DTranspose', 'FCN', 'SkipFCN', 'FCN_ARCHS',
-           'STRIDE', 'get_fcn', 'backbone_file', 'load_fcn']
+           'STRIDE', 'get_fcn', 'backbone_file', 'backbone_sha1', 'backbone_url',
+           'load_fcn']
 
 BACKBONE = 'resnet18_v2'
 STRIDE = 32  # the FCN's total downsampling: whole inputs must be multiples of it
@@ -180,6 +181,19 @@ def backbone_file(root=None):
     return os.path.join(os.path.expanduser(root), name)
 
 
+def backbone_sha1():
+    """Return the sha1 the Gluon model zoo expects of the backbone's weights file."""
+    # MXNet keeps its checksums in a private table; this is the one place we read it.
+    return model_store._model_sha1[BACKBONE]
+
+
+def backbone_url():
+    """Return the URL the Gluon model zoo downloads the backbone's weights from (a zip)."""
+    repo = os.environ.get('MXNET_GLUON_REPO', model_store.apache_repo_url).rstrip('/') + '/'
+    name = os.path.basename(backbone_file())[:-len('.params')]
+    return model_store._url_format.format(repo_url=repo, file_name=name)
+
+
 def _pretrained_file():
     """Return the cached model-zoo weights, downloading them if absent."""
     path = backbone_file()
@@ -194,8 +208,9 @@ def _pretrained_file():
         reason = first_line(e)
         raise UserError(
             f'cannot download the pretrained {BACKBONE} weights ({reason}); '
-            f'put the file at {path}, or pass '
-            f'--backbone-params PATH, or --no-pretrained-base') from None
+            f'put the file at {path}, or pass {{params}}, or {{scratch}}',
+            params=Arg('backbone_params', 'PATH'),
+            scratch=Arg('pretrained_base', False, flag='--no-pretrained-base')) from None
 
 
 def _load_backbone(path, ctx):
@@ -306,15 +321,15 @@ def load_fcn(params, arch=None, num_classes=None, ctx=None):
         Where the parameters go; default cpu().
 
     A missing or corrupt file, or one holding another arch or class count
-    than asked for, raises UserError naming the file and the flag to pass.
+    than asked for, raises UserError naming the file and the argument to pass.
     Explained in chapters/fcn.md.
     """
     params = os.fspath(params)
     check_mxnet_path(params, 'params')
     if not os.path.isfile(params):
         what = 'is a folder' if os.path.isdir(params) else 'does not exist'
-        raise UserError(f'params file {params} {what}; pass --params with '
-                        f'the .params file written by python -m d2lfcn.train')
+        raise UserError(f'params file {params} {what}; pass {{arg}} with the .params '
+                        'file written by python -m d2lfcn.train', arg=Arg('params'))
     try:
         saved = nd.load(params)
     except mx.base.MXNetError as e:
@@ -325,10 +340,11 @@ def load_fcn(params, arch=None, num_classes=None, ctx=None):
         raise UserError(f'params file {params} does not hold an FCN (no score.weight)')
     if arch is not None and _arch_of(saved) != arch:
         raise UserError(f'params file {params} holds an {_arch_of(saved)}, not an '
-                        f'{arch}; pass --arch {_arch_of(saved)}')
+                        f'{arch}; pass {{arch}}', arch=Arg('arch', _arch_of(saved)))
     if num_classes is not None and score.shape[0] != num_classes:
         raise UserError(f'params file {params} is for {score.shape[0]} classes, not '
-                        f'{num_classes}; pass --num-classes {score.shape[0]}')
+                        f'{num_classes}; pass {{arg}}',
+                        arg=Arg('num_classes', score.shape[0]))
     arch, num_classes = _arch_of(saved), score.shape[0]
     net = get_fcn(num_classes, pretrained_base=False, ctx=ctx, arch=arch)
     try:

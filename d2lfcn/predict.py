@@ -3,15 +3,13 @@
 The segmentation itself is `d2lfcn.inference.predict_image`.
 Explained in chapters/training-at-scale.md.
 """
-import argparse
 import os
 
 from .image import read_image, write_png
 from .inference import label2image, overlay, predict_image
 from .model import FCN_ARCHS, STRIDE, load_fcn
-from .recipes import devices_of
 from .cli import ArgumentParser, run_cli
-from .utils import UserError, check_out_dir
+from .utils import UserError, check_out_dir, get_devices
 
 
 def _read_rgb(path):
@@ -91,7 +89,7 @@ def main(argv=None):
     check_out_dir(args.out_dir)
     for path in args.images:  # check every input before writing anything
         _read_rgb(path)
-    devices = devices_of(argparse.Namespace(gpus=args.gpus, cpus=None))
+    devices = get_devices(args.gpus)
     net = load_fcn(args.params, args.arch, args.num_classes, devices)
     net.hybridize()
     for i, path in enumerate(args.images):

@@ -1,9 +1,9 @@
 """Keep a training run's folder: flags, checkpoints, metrics and what resume reads.
 
-A run folder (`--out-dir`) holds:
+A run folder (`out_dir`, the train command's --out-dir) holds:
 
 - `state.json`: the epoch reached, the history, the best epoch, the run's
-  flags and the checkpoint files with their sha1; `--resume` reads only this;
+  options and the checkpoint files with their sha1; resuming reads only this;
 - `checkpoints/RUN-eNNNN.params` and `.states`: the latest epoch's weights and
   trainer states, and the best epoch's weights;
 - `last.params`, `last.states`, `best.params`: the same files under stable
@@ -29,7 +29,7 @@ import threading
 import time
 
 from .download import file_sha1
-from .utils import Terminated, UserError, atomic_path, topmost_missing
+from .utils import Arg, Terminated, UserError, atomic_path, topmost_missing
 
 __all__ = ['FILES', 'METRIC_COLUMNS', 'RunFolder', 'read_args', 'write_json',
            'write_metrics', 'interrupts_deferred', 'new_run_id']
@@ -42,6 +42,9 @@ FILES = dict(args='args.json', state='state.json', last='last.params',
 METRIC_COLUMNS = ['epoch', 'loss', 'train_acc', 'test_acc', 'test_miou',
                   'test_mean_acc', 'test_fw_iou', 'whole_acc', 'whole_miou',
                   'whole_mean_acc', 'whole_fw_iou', 'lr', 'seconds']
+
+# The arguments a failed resume names.
+_RESUME = dict(resume=Arg('resume', True), fresh=Arg('resume', False), out_dir=Arg('out_dir'))
 
 # Per-epoch numbers a state.json row must hold, and of what type.
 _ROW_NUMBERS = ('loss', 'train_acc', 'test_acc', 'test_miou')
@@ -144,15 +147,16 @@ class RunFolder:
             self._created = topmost_missing(self.out_dir)
             os.makedirs(self.out_dir, exist_ok=True)
         except OSError as e:
-            raise UserError(f'--out-dir {self.out_dir}: cannot create it '
-                            f'({e.strerror})') from None
+            raise UserError(f'{{arg}}: cannot create it ({e.strerror})',
+                            arg=Arg('out_dir', self.out_dir)) from None
         path = self.path('lock')
         while True:
             try:
                 f = open(path, 'a+')
             except OSError as e:
-                raise UserError(f'--out-dir {self.out_dir}: cannot write there '
-                                f'({e.strerror}); choose another --out-dir') from None
+                raise UserError(f'{{arg}}: cannot write there ({e.strerror}); choose '
+                                'another {other}', arg=Arg('out_dir', self.out_dir),
+                                other=Arg('out_dir')) from None
             try:
                 fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -161,9 +165,10 @@ class RunFolder:
                 f.seek(0)
                 holder = f.read().strip() or 'unknown'
                 f.close()
-                raise UserError(f'--out-dir {self.out_dir}: another training run '
-                                f'(PID {holder}) is using it; wait for it to end, '
-                                'or choose another --out-dir') from None
+                raise UserError(f'{{arg}}: another training run (PID {holder}) is '
+                                'using it; wait for it to end, or choose another '
+                                '{other}', arg=Arg('out_dir', self.out_dir),
+                                other=Arg('out_dir')) from None
             # A run that ended may have removed the file we opened: retry on the new one.
             if os.path.exists(path) and os.path.samestat(os.fstat(f.fileno()),
                                                          os.stat(path)):
@@ -214,22 +219,22 @@ class RunFolder:
         """Return the saved run after checking state.json and its checkpoint files."""
         path = self.path('state')
         if not os.path.isfile(path):
-            raise UserError(f'--resume: {path} does not exist; train without --resume '
-                            'first, or point --out-dir at a previous run')
+            raise UserError(f'{{resume}}: {path} does not exist; train {{fresh}} first, '
+                            'or point {out_dir} at a previous run', **_RESUME)
         try:
             with open(path) as f:
                 state = json.load(f)
             _check_state(state)
         except (OSError, ValueError) as e:
             why = e.strerror if isinstance(e, OSError) else str(e) or 'not JSON'
-            raise UserError(f'--resume: {path} is damaged ({why}); start afresh '
-                            'without --resume') from None
+            raise UserError(f'{{resume}}: {path} is damaged ({why}); start afresh '
+                            '{fresh}', **_RESUME) from None
         for name, digest in state['files'].items():
             fname = os.path.join(self.out_dir, name)
             if not os.path.isfile(fname) or file_sha1(fname) != digest:
-                raise UserError(f'--resume: {fname} is missing or does not belong to '
+                raise UserError(f'{{resume}}: {fname} is missing or does not belong to '
                                 f"epoch {state['epoch']} recorded in {path}; start "
-                                'afresh without --resume')
+                                'afresh {fresh}', **_RESUME)
         if self._lock_file is not None:
             self._publish(state)  # a run killed right after its last switch
         self.fresh = False

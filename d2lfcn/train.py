@@ -1,12 +1,13 @@
 """Train D2L's FCN: `python -m d2lfcn.train`, the book's recipe by default.
 
-The job itself is `d2lfcn.recipes.fit`; this module turns flags into a
+The job itself is `d2lfcn.job.fit`; this module turns flags into a
 recipe and shows progress. Explained in chapters/training-at-scale.md.
 """
 import sys
 
 from .model import FCN_ARCHS
-from .recipes import BOOK_RECIPE, DEMO_RECIPE, fit, recipe
+from .job import BOOK_RECIPE, DEMO_RECIPE, fit, recipe
+from .loop import Callback
 from .cli import ArgumentParser, run_cli
 
 
@@ -107,13 +108,22 @@ def _parser():
     return p
 
 
-def _progress_bar():
-    """Return a tqdm wrapper for epochs on a terminal, None in logs."""
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-    return lambda it, epoch: tqdm(it, desc=f'epoch {epoch + 1}', unit='batch',
-                                  leave=False)
+class ProgressBar(Callback):
+    """Show each epoch's batches as a tqdm bar with the latest loss."""
+
+    def __init__(self):
+        self.bar = None
+
+    def on_epoch_begin(self, epoch):
+        from tqdm import tqdm
+        self.bar = tqdm(desc=f'epoch {epoch + 1}', unit='batch', leave=False)
+
+    def on_batch_end(self, step, loss):
+        self.bar.set_postfix(loss=f'{loss:.3f}', refresh=False)
+        self.bar.update()
+
+    def on_epoch_trained(self, net):
+        self.bar.close()
 
 
 def main(argv=None):
@@ -122,7 +132,8 @@ def main(argv=None):
     Explained in chapters/training-at-scale.md.
     """
     flags = vars(_parser().parse_args(argv))
-    return fit(recipe(**flags), progress=_progress_bar())
+    # A bar on a terminal only: in a log file it would be noise.
+    return fit(recipe(**flags), callbacks=[ProgressBar()] if sys.stderr.isatty() else [])
 
 
 if __name__ == '__main__':

@@ -13,11 +13,12 @@ from mxnet import gluon, nd
 
 from .download import download, safe_extract
 from .image import check_image, read_image, read_label_png
-from .utils import UserError, default_data_dir
+from .utils import Arg, UserError, default_data_dir
 
 __all__ = ['VOC_CLASSES', 'VOC_COLORMAP', 'VOC_VOID_COLOR', 'IGNORE_LABEL',
            'RGB_MEAN', 'RGB_STD', 'VOC_TAR', 'VOC_SHA1', 'voc_palette', 'voc_urls',
-           'download_voc2012', 'find_voc_dir', 'read_voc_images', 'read_voc_label',
+           'download_voc2012', 'find_voc_dir', 'voc_split_names', 'voc_example_paths',
+           'read_voc_images', 'read_voc_label',
            'voc_colormap2label', 'voc_label_indices', 'voc_rand_crop',
            'normalize_image', 'VOCSegDataset', 'get_dataloader_workers',
            'load_data_voc', 'RandomCropSampler', 'ShardBatchSampler', 'voc_loaders']
@@ -116,12 +117,16 @@ def find_voc_dir(path):
         raise UserError(f'{path}: permission denied looking for VOC2012 data in it '
                         f'({denied.filename}); make it and its subfolders readable')
     raise UserError(f'{path}: no VOC2012 data here (no ImageSets/Segmentation); '
-                    'point --data-dir at the folder holding VOCdevkit/VOC2012, '
-                    'download it with d2lfcn.download_voc2012(), or use --demo')
+                    'point {data_dir} at the folder holding VOCdevkit/VOC2012, '
+                    'download it with d2lfcn.download_voc2012(), or use {demo}',
+                    data_dir=Arg('data_dir'), demo=Arg('demo', True))
 
 
-def _split_names(voc_dir, is_train):
-    """Return the image names listed in train.txt or val.txt, and that file's path."""
+def voc_split_names(voc_dir, is_train):
+    """Return the image names listed in train.txt or val.txt, and that file's path.
+
+    Explained in chapters/semantic-segmentation-and-dataset.md.
+    """
     fname = os.path.join(voc_dir, 'ImageSets', 'Segmentation',
                          'train.txt' if is_train else 'val.txt')
     try:
@@ -144,7 +149,8 @@ def _split_names(voc_dir, is_train):
     return names, fname
 
 
-def _example_paths(voc_dir, name):
+def voc_example_paths(voc_dir, name):
+    """Return the (JPEG image, label PNG) paths of the example `name`."""
     return (os.path.join(voc_dir, 'JPEGImages', f'{name}.jpg'),
             os.path.join(voc_dir, 'SegmentationClass', f'{name}.png'))
 
@@ -215,7 +221,7 @@ def _jpeg_size(fname, split):
 
 def _check_example(voc_dir, name, split):
     """Validate one listed example cheaply; return (jpg, png, height, width)."""
-    jpg, png = _example_paths(voc_dir, name)
+    jpg, png = voc_example_paths(voc_dir, name)
     height, width = _jpeg_size(jpg, split)
     _require(png, f'{png}: label PNG for {name} listed in {split} is missing')
     label = read_voc_label(png)
@@ -236,11 +242,11 @@ def read_voc_images(voc_dir, is_train=True, max_images=None):
     Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     voc_dir = find_voc_dir(voc_dir)
-    names, split = _split_names(voc_dir, is_train)
+    names, split = voc_split_names(voc_dir, is_train)
     palette = voc_palette()
     features, labels = [], []
     for name in names[:max_images]:
-        jpg, png = _example_paths(voc_dir, name)
+        jpg, png = voc_example_paths(voc_dir, name)
         _require(jpg, f'{jpg}: image listed in {split} is missing')
         features.append(nd.array(read_image(jpg), dtype='uint8'))
         labels.append(nd.array(palette[read_voc_label(png)], dtype='uint8'))
@@ -375,7 +381,7 @@ class VOCSegDataset(gluon.data.Dataset):
         self.rgb_mean = nd.array(RGB_MEAN)
         self.rgb_std = nd.array(RGB_STD)
         voc_dir = find_voc_dir(voc_dir)
-        names, split = _split_names(voc_dir, is_train)
+        names, split = voc_split_names(voc_dir, is_train)
         # d2lfcn keeps file names only and decodes per item: D2L holds every
         # image as float32 in RAM (about 5 GB for VOC train + val).
         examples = [_check_example(voc_dir, name, split) for name in names]
@@ -487,9 +493,9 @@ def voc_loaders(train_set, test_set, batch_size, num_workers=None, num_parts=1,
     batches = ShardBatchSampler(len(train_set), batch_size, num_parts, part_index)
     if not len(batches):
         each = f' for each of {num_parts} workers' if num_parts > 1 else ''
-        raise UserError(f'--batch-size {batch_size}: more than the '
-                        f'{len(train_set) // num_parts} training images{each}; '
-                        'use a smaller one')
+        raise UserError(f'{{arg}}: more than the {len(train_set) // num_parts} '
+                        f'training images{each}; use a smaller one',
+                        arg=Arg('batch_size', batch_size))
     # Crop seeds come from the main process, so runs with workers repeat too.
     train_iter = gluon.data.DataLoader(train_set, batch_sampler=batches,
                                        num_workers=num_workers)

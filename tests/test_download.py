@@ -127,7 +127,7 @@ def test_unreachable_server_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(UserError) as info:
         voc.download_voc2012(str(tmp_path))
     msg = str(info.value)
-    assert '\n' not in msg and '--data-dir' in msg and '--demo' in msg
+    assert '\n' not in msg and 'data_dir' in msg and 'demo=True' in msg
     assert not os.path.exists(tmp_path / 'VOCdevkit')
 
 
@@ -152,7 +152,7 @@ def test_bad_content_length_is_one_line(voc_server, tmp_path):
     srv, _ = voc_server
     srv.length = 'abc'
     msg = _one_line_error(voc.download_voc2012, str(tmp_path))
-    assert "Content-Length 'abc'" in msg and '--data-dir' in msg
+    assert "Content-Length 'abc'" in msg and 'data_dir' in msg
     assert os.listdir(tmp_path) == []  # no empty .part left
 
 

@@ -160,8 +160,8 @@ def test_offline_pretrained_says_where_to_put_the_file(tmp_path, monkeypatch, ca
     msg = str(e.value)
     expected = tmp_path / 'models' / 'resnet18_v2-a81db45f.params'
     assert backbone_file() == str(expected)
-    assert str(expected) in msg and '--backbone-params' in msg
-    assert '--no-pretrained-base' in msg and '\n' not in msg
+    assert str(expected) in msg and "backbone_params='PATH'" in msg
+    assert 'pretrained_base=False' in msg and '\n' not in msg
     assert not expected.exists()
     assert 'retrying' not in capsys.readouterr().out  # the zoo's retry chatter is hidden
 
@@ -488,9 +488,9 @@ def test_load_fcn_names_the_arch_and_classes_the_file_holds(saved_params):
             if asked != held:
                 msg = _load_error(saved_params[held], arch=asked, num_classes=3)
                 assert msg == (f'params file {saved_params[held]} holds an {held}, '
-                               f'not an {asked}; pass --arch {held}')
+                               f'not an {asked}; pass arch={held!r}')
     msg = _load_error(saved_params['fcn8s'], arch='fcn8s', num_classes=21)
-    assert msg.endswith('is for 3 classes, not 21; pass --num-classes 3')
+    assert msg.endswith('is for 3 classes, not 21; pass num_classes=3')
 
 
 def test_load_fcn_rejects_missing_corrupt_and_foreign_files(tmp_path):
@@ -512,8 +512,8 @@ def test_load_fcn_defaults_come_from_the_weights(saved_params):
     net = load_fcn(path)
     assert net.arch == 'fcn16s' and net.score.weight.shape[0] == 3
     np.testing.assert_array_equal(net(x).asnumpy(), expected)
-    assert 'holds an fcn16s, not an fcn8s; pass --arch fcn16s' in _load_error(path, arch='fcn8s')
-    assert 'is for 3 classes, not 21; pass --num-classes 3' in _load_error(path, num_classes=21)
+    assert "holds an fcn16s, not an fcn8s; pass arch='fcn16s'" in _load_error(path, arch='fcn8s')
+    assert 'is for 3 classes, not 21; pass num_classes=3' in _load_error(path, num_classes=21)
     # A training run's args.json beside the weights cannot contradict them.
     with open(os.path.join(folder, 'args.json'), 'w') as f:
         f.write('{not json')

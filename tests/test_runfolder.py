@@ -22,7 +22,7 @@ from mxnet import gluon, nd
 from d2lfcn.download import file_sha1
 from d2lfcn.model import get_fcn
 from d2lfcn.runfolder import RunFolder
-from d2lfcn.training import SegmentationLoss, train_batch
+from d2lfcn.loop import SegmentationLoss, train_batch
 
 TINY = ['--no-pretrained-base', '--crop-size', '64', '64', '--batch-size', '4',
         '--num-workers', '0', '--momentum', '0.9', '--lr-schedule', 'poly']

@@ -15,12 +15,12 @@ import pytest
 from mxnet import autograd, gluon, init, nd
 from PIL import Image
 
-from d2lfcn import run_cli
+from d2lfcn.cli import run_cli
+from d2lfcn.loop import (LossAndAccuracy, SegmentationLoss, evaluate_segmentation,
+                         hybridize_for_training, lr_at, pixel_accuracy, set_epoch_seed,
+                         split_batch, train_batch)
 from d2lfcn.model import get_fcn
 from d2lfcn.train import main
-from d2lfcn.training import (LossAndAccuracy, SegmentationLoss, evaluate_segmentation,
-                             hybridize_for_training, lr_at, pixel_accuracy,
-                             set_epoch_seed, split_batch, train_batch)
 
 # Tiny runs: 64x64 crops of the conftest's 12 + 8 image set, batches of 4.
 TINY = ['--no-pretrained-base', '--crop-size', '64', '64', '--batch-size', '4',

@@ -97,3 +97,52 @@ run_cli(main)
                           timeout=60)
     assert proc.stdout == f'{-signal.SIGTERM}\n'
     assert (proc.returncode, proc.stderr) == (143, 'terminated\n')
+
+
+def test_errors_name_parameters_in_python_and_flags_on_the_command_line(capsys):
+    from d2lfcn.utils import Arg, exit_line
+    e = UserError('params file x.params holds an fcn16s; pass {fix}, or {scratch} with '
+                  '{crop} ({path})', fix=Arg('arch', 'fcn16s'),
+                  scratch=Arg('pretrained_base', False, flag='--no-pretrained-base'),
+                  crop=Arg('crop_size', [320, 480]), path='a {fix} b')
+    assert str(e) == ("params file x.params holds an fcn16s; pass arch='fcn16s', or "
+                      "pretrained_base=False with crop_size=[320, 480] (a {fix} b)")
+    assert exit_line(e) == ('error: params file x.params holds an fcn16s; pass --arch '
+                            'fcn16s, or without --no-pretrained-base with --crop-size 320 '
+                            '480 (a {fix} b)', 2)
+    assert Arg('resume', True).as_flag() == '--resume'
+    assert Arg('out_dir').as_python() == 'out_dir'
+
+    def main(argv):
+        raise UserError('{arg}: out of range', arg=Arg('num_epochs', 0))
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, [])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == 'error: --num-epochs 0: out of range\n'
+
+
+def test_first_line_says_why_in_one_short_line():
+    from d2lfcn.utils import first_line
+    import urllib.error
+    assert first_line(FileNotFoundError(2, 'No such file or directory')) == \
+        'No such file or directory'
+    assert first_line(ValueError('\n  first   line \nsecond')) == 'first line'
+    # MXNet's C++ location prefix goes.
+    assert first_line(RuntimeError('[12:00:00] src/io.cc:12: Check failed: x\nStack')) == \
+        'src/io.cc:12: Check failed: x'
+    assert first_line(KeyError()) == 'KeyError'
+    refused = urllib.error.URLError(ConnectionRefusedError(111, 'Connection refused'))
+    assert first_line(refused) == 'Connection refused'
+    assert first_line(ValueError('x' * 300), 10) == 'x' * 10
+
+
+def test_existing_parent_and_topmost_missing(tmp_path):
+    from d2lfcn.utils import existing_parent, topmost_missing
+    deep = tmp_path / 'a' / 'b' / 'c'
+    assert existing_parent(deep) == str(tmp_path)
+    assert topmost_missing(deep) == str(tmp_path / 'a')
+    assert topmost_missing(tmp_path) is None
+    (tmp_path / 'a').mkdir()
+    assert existing_parent(deep) == str(tmp_path / 'a')
+    assert topmost_missing(deep) == str(tmp_path / 'a' / 'b')

@@ -312,7 +312,7 @@ def _first_train(voc_dir):
 
 
 def _missing_folder(voc_dir):
-    return os.path.join(voc_dir, 'nowhere'), 'nowhere', '--data-dir'
+    return os.path.join(voc_dir, 'nowhere'), 'nowhere', 'data_dir'
 
 
 def _missing_image(voc_dir):

@@ -1,8 +1,10 @@
-"""Train and evaluate a segmentation network on several devices (D2L's train_ch13).
+"""Train and evaluate a segmentation network on several devices: D2L's train_ch13.
 
-The loop knows nothing of command lines, files or distributed workers: the
-caller passes a `reduce` for counts, hooks for epoch ends, and saves what it
-wants there. Explained in chapters/fcn.md.
+The loop knows nothing of command lines, files or distributed workers:
+whatever else a run does (seeds, learning-rate schedules, progress bars,
+whole-image scores, checkpoints, other workers) comes in as `Callback`s,
+which the loop calls at fixed points, like minGPT's callbacks.
+Explained in chapters/fcn.md.
 """
 import collections
 import math
@@ -20,7 +22,8 @@ from .voc import IGNORE_LABEL
 __all__ = ['SegmentationLoss', 'split_batch', 'pixel_accuracy', 'LossAndAccuracy',
            'train_batch', 'hybridize_for_training', 'evaluate_segmentation',
            'evaluate_whole_images', 'background_baseline', 'set_epoch_seed', 'lr_at',
-           'TrainingDiverged', 'train_ch13']
+           'TrainingDiverged', 'Callback', 'Hooks', 'EpochSeeds', 'LearningRateSchedule',
+           'WholeImageScores', 'train_ch13']
 
 
 class SegmentationLoss(gluon.loss.Loss):
@@ -169,19 +172,22 @@ def train_batch(net, X, y, loss, trainer, devices, split_f=split_batch):
             _sum_on([out[1] for out in outs], ctx), _sum_on([out[2] for out in outs], ctx))
 
 
-def evaluate_segmentation(net, data_iter, devices, num_classes=21,
+def evaluate_segmentation(net, data_iter, devices, num_classes=None,
                           split_f=split_batch, reduce=None):
     """Return the FCN paper's four scores of `net` on `data_iter`, void left out.
 
     Runs in evaluation mode (outside autograd.record), so BatchNorm uses its
-    running statistics. `reduce(conf)`, if given, returns the sum of every
-    distributed worker's confusion matrix, each over its share of the data.
+    running statistics. `num_classes` defaults to the network's output
+    channels. `reduce(conf)`, if given, returns the sum of every distributed
+    worker's confusion matrix, each over its share of the data.
     Explained in chapters/fcn.md.
     """
-    metric = SegmentationMetric(num_classes, IGNORE_LABEL)
+    metric = None if num_classes is None else SegmentationMetric(num_classes, IGNORE_LABEL)
     for X, y in data_iter:
         X_shards, y_shards = split_f(X, y, devices)
-        metric.update([net(X_shard) for X_shard in X_shards], y_shards)
+        preds = [net(X_shard) for X_shard in X_shards]     # (batch, C, H, W) each
+        metric = metric or SegmentationMetric(preds[0].shape[1], IGNORE_LABEL)
+        metric.update(preds, y_shards)
     return segmentation_scores(metric.conf if reduce is None else reduce(metric.conf))
 
 
@@ -252,39 +258,134 @@ class TrainingDiverged(UserError):
     """Signal a loss that became NaN or infinite."""
 
 
+class Callback:
+    """Listen to `train_ch13`'s events; every method does nothing unless overridden.
+
+    Explained in chapters/fcn.md.
+    """
+
+    def on_epoch_begin(self, epoch):
+        """Run before epoch `epoch` (0-based) trains."""
+
+    def on_batch_begin(self, step):
+        """Run before update `step` (0-based, counted over the whole run)."""
+
+    def on_batch_end(self, step, loss):
+        """Run once update `step`'s mean loss is known (a few updates later)."""
+
+    def on_epoch_trained(self, net):
+        """Run after an epoch's updates, before it is evaluated."""
+
+    def reduce(self, conf):
+        """Return a confusion matrix combined with other workers' (default: as is)."""
+        return conf
+
+    def on_epoch_end(self, record):
+        """Run after the evaluation; `record` holds the epoch's scores and may grow."""
+
+
+class Hooks:
+    """The callbacks `train_ch13` calls, in order, and the epoch it starts at.
+
+    `start_epoch` > 0 continues a run whose first epochs are done (the
+    network and trainer restored from a checkpoint).
+    Explained in chapters/fcn.md.
+    """
+
+    def __init__(self, *callbacks, start_epoch=0):
+        self.callbacks, self.start_epoch = list(callbacks), start_epoch
+
+    def add(self, callback):
+        """Append `callback` (minGPT's add_callback); return it."""
+        self.callbacks.append(callback)
+        return callback
+
+    def fire(self, event, *args):
+        for callback in self.callbacks:
+            getattr(callback, event)(*args)
+
+    def reduce(self, conf):
+        for callback in self.callbacks:
+            conf = callback.reduce(conf)
+        return conf
+
+
+class EpochSeeds(Callback):
+    """Seed every epoch from (seed, epoch) with `set_epoch_seed`.
+
+    Explained in chapters/fcn.md.
+    """
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch):
+        set_epoch_seed(self.seed, epoch)
+
+
+class LearningRateSchedule(Callback):
+    """Set the trainer's learning rate to `lr_fn(step)` before every update.
+
+    Explained in chapters/fcn.md.
+    """
+
+    def __init__(self, trainer, lr_fn):
+        self.trainer, self.lr_fn = trainer, lr_fn
+
+    def on_batch_begin(self, step):
+        self.trainer.set_learning_rate(self.lr_fn(step))
+
+
+class WholeImageScores(Callback):
+    """Add whole-image scores (`evaluate_whole_images`) to every epoch's record.
+
+    The record gains whole_acc, whole_mean_acc, whole_miou and whole_fw_iou.
+    Explained in chapters/fcn.md.
+    """
+
+    def __init__(self, net, dataset, devices, num_classes=21, reduce=None):
+        self.net, self.dataset, self.devices = net, dataset, devices
+        self.num_classes, self.reduce_f = num_classes, reduce
+
+    def on_epoch_end(self, record):
+        scores = evaluate_whole_images(self.net, self.dataset, self.devices,
+                                       self.num_classes, self.reduce_f)
+        names = dict(pixel_acc='acc', mean_acc='mean_acc', mean_iou='miou', fw_iou='fw_iou')
+        record.update({'whole_' + names[k]: v for k, v in scores.items()})
+        print(f"  whole images: pixel acc {record['whole_acc']:.3f}, mean acc "
+              f"{record['whole_mean_acc']:.3f}, mIoU {record['whole_miou']:.3f}, "
+              f"fw IoU {record['whole_fw_iou']:.3f}", flush=True)
+
+
 _SYNC_LAG = 2  # batches the host may run ahead of the devices
 
 
-def _check_finite(value, epoch, batch):
-    """Wait for one batch's loss sum; raise TrainingDiverged if not finite."""
-    value = value.asscalar()
+def _check_finite(pending, epoch, hooks):
+    """Wait for one batch's loss sum; raise TrainingDiverged if it is not finite."""
+    loss, batch, step, size = pending
+    value = loss.asscalar()
     if not math.isfinite(value):
         raise TrainingDiverged(f'the loss became {value} in epoch {epoch + 1} '
                                f'(batch {batch + 1})')
-    return value
+    hooks.fire('on_batch_end', step, value / size)
 
 
-def _train_epoch(net, train_iter, loss, trainer, devices, split_f, epoch,
-                 lr_fn, progress):
+def _train_epoch(net, train_iter, loss, trainer, devices, split_f, epoch, hooks):
     """Train one epoch; return an Accumulator of (loss, correct, examples, pixels)."""
     num_batches, sums, pending, examples = len(train_iter), None, collections.deque(), 0
-    batches = progress(train_iter, epoch) if progress else train_iter
-    for i, (X, y) in enumerate(batches):
-        if lr_fn is not None:
-            trainer.set_learning_rate(lr_fn(epoch * num_batches + i))
+    for i, (X, y) in enumerate(train_iter):
+        step = epoch * num_batches + i
+        hooks.fire('on_batch_begin', step)
         out = train_batch(net, X, y, loss, trainer, devices, split_f)
         sums = out if sums is None else [a + b for a, b in zip(sums, out)]
         examples += X.shape[0]
         # Wait for a batch two steps back: this bounds how far the host runs
         # ahead (memory) without ever leaving the devices idle.
-        pending.append((out[0], i))
+        pending.append((out[0], i, step, X.shape[0]))
         if len(pending) > _SYNC_LAG:
-            old_loss, old_i = pending.popleft()
-            value = _check_finite(old_loss, epoch, old_i)
-            if hasattr(batches, 'set_postfix'):  # a tqdm bar
-                batches.set_postfix(loss=f'{value / X.shape[0]:.3f}', refresh=False)
-    for old_loss, old_i in pending:
-        _check_finite(old_loss, epoch, old_i)
+            _check_finite(pending.popleft(), epoch, hooks)
+    while pending:
+        _check_finite(pending.popleft(), epoch, hooks)
     # Every write done, also BatchNorm's running statistics, which static_shape
     # graphs update behind the engine's back (see hybridize_for_training).
     nd.waitall()
@@ -295,38 +396,28 @@ def _train_epoch(net, train_iter, loss, trainer, devices, split_f, epoch,
 
 
 def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs,
-               devices=None, split_f=split_batch, num_classes=21, start_epoch=0,
-               seed=None, lr_fn=None, on_epoch_end=None, progress=None,
-               reduce=None, on_epoch_trained=None, evaluate_f=None):
+               devices=None, split_f=split_batch, hooks=None):
     """Train a model with multiple devices and evaluate it every epoch.
 
-    D2L's train_ch13, plus: evaluation by the FCN paper's scores (test acc is
-    pixel accuracy, void excluded), epochs seeded from (seed, epoch) for
-    resumable runs, a per-update learning rate `lr_fn(step)`, and
-    `on_epoch_end(record)` for checkpoints. A NaN or infinite loss raises
-    TrainingDiverged. Returns the list of epoch records.
-
-    For distributed training, `reduce(conf)` sums confusion matrices over
-    workers and `on_epoch_trained(net)` runs after each epoch's updates,
-    before evaluation (e.g. to average BatchNorm statistics).
-    `evaluate_f(net)`, if given, returns more scores to add to each record
-    (e.g. whole-image scores); its keys should not clash with the record's.
-
+    D2L's train_ch13, evaluating with the FCN paper's scores (test acc is
+    pixel accuracy, void excluded, and test mIoU is printed too), and with
+    one more argument: `hooks`, a `Hooks` of `Callback`s for everything else
+    a run does. A NaN or infinite loss raises TrainingDiverged. Returns the
+    list of epoch records.
     Explained in chapters/fcn.md.
     """
     devices = devices or try_all_gpus()
+    hooks = hooks or Hooks()
     timer, history, metric, test_acc = Timer(), [], None, float('nan')
-    for epoch in range(start_epoch, num_epochs):
-        if seed is not None:
-            set_epoch_seed(seed, epoch)
+    for epoch in range(hooks.start_epoch, num_epochs):
+        hooks.fire('on_epoch_begin', epoch)
         timer.start()
         metric = _train_epoch(net, train_iter, loss, trainer, devices, split_f,
-                              epoch, lr_fn, progress)
+                              epoch, hooks)
         seconds = timer.stop()
-        if on_epoch_trained is not None:
-            on_epoch_trained(net)
-        scores = evaluate_segmentation(net, test_iter, devices, num_classes, split_f,
-                                       reduce)
+        hooks.fire('on_epoch_trained', net)
+        scores = evaluate_segmentation(net, test_iter, devices, split_f=split_f,
+                                       reduce=hooks.reduce)
         test_acc = scores['pixel_acc']
         record = {'epoch': epoch + 1, 'loss': metric[0] / metric[2],
                   'train_acc': metric[1] / metric[3], 'test_acc': test_acc,
@@ -337,11 +428,8 @@ def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs,
         print(f"epoch {epoch + 1}: loss {record['loss']:.3f}, train acc "
               f"{record['train_acc']:.3f}, test acc {test_acc:.3f}, "
               f"test mIoU {record['test_miou']:.3f}", flush=True)
-        if evaluate_f is not None:
-            record.update(evaluate_f(net))
+        hooks.fire('on_epoch_end', record)
         history.append(record)
-        if on_epoch_end is not None:
-            on_epoch_end(record)
     if metric is not None:
         print(f'loss {metric[0] / metric[2]:.3f}, train acc '
               f'{metric[1] / metric[3]:.3f}, test acc {test_acc:.3f}')
