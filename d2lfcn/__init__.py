@@ -42,4 +42,4 @@ from .recipes import *     # noqa: E402,F401,F403
 from .plotting import *    # noqa: E402,F401,F403
 from .diagrams import *    # noqa: E402,F401,F403
 from .classifier import *  # noqa: E402,F401,F403
-from .display import *     # noqa: E402,F401,F403
+from .book.display import *  # noqa: E402,F401,F403
