@@ -40,6 +40,6 @@ from .training import *    # noqa: E402,F401,F403
 from .runfolder import *   # noqa: E402,F401,F403
 from .recipes import *     # noqa: E402,F401,F403
 from .plotting import *    # noqa: E402,F401,F403
-from .diagrams import *    # noqa: E402,F401,F403
+from .drawings import *    # noqa: E402,F401,F403
 from .classifier import *  # noqa: E402,F401,F403
 from .book.display import *  # noqa: E402,F401,F403
