@@ -42,4 +42,6 @@ from .recipes import *     # noqa: E402,F401,F403
 from .plotting import *    # noqa: E402,F401,F403
 from .drawings import *    # noqa: E402,F401,F403
 from .classifier import *  # noqa: E402,F401,F403
+from .book.patches import *  # noqa: E402,F401,F403
+from .book.standin import *  # noqa: E402,F401,F403
 from .book.display import *  # noqa: E402,F401,F403
