@@ -8,23 +8,14 @@ from mxnet import nd
 
 from ..synthetic import SYNTHETIC_CLASSES
 from ..utils import UserError
-from ..voc import VOC_CLASSES, normalize_image, read_voc_images, voc_colormap2label
+from ..voc import VOC_CLASSES, normalize_image
+from .examples import voc_examples
 
 __all__ = ['STANDIN_CLASSES', 'object_patches']
 
 
 # The stand-in's classes: background plus the embedded dataset's objects.
 STANDIN_CLASSES = ['background'] + [VOC_CLASSES[c] for c in SYNTHETIC_CLASSES]
-
-
-def _class_ids(label_rgb, colormap2label):
-    """Return the (H, W) int class ids of a VOC colour label (void counts as 0).
-
-    `colormap2label` is `voc_colormap2label()` as a numpy array: D2L's lookup,
-    done in numpy because MXNet gathers from a 16M-entry table slowly.
-    """
-    rgb = label_rgb.asnumpy().astype(np.int64)
-    return colormap2label[(rgb[..., 0] * 256 + rgb[..., 1]) * 256 + rgb[..., 2]].astype(np.int64)
 
 
 def _square_box(mask, margin=0.1):
@@ -55,13 +46,9 @@ def object_patches(voc_dir, is_train=True, size=64, max_images=None, seed=0,
     Explained in chapters/fully-convolutional-classifier.md.
     """
     rng = np.random.default_rng(seed)
-    features, labels = read_voc_images(voc_dir, is_train, max_images=max_images)
-    colormap2label = voc_colormap2label().asnumpy()
     index = {voc_id: i for i, voc_id in enumerate([0] + list(SYNTHETIC_CLASSES))}
     patches, targets = [], []
-    for feature, label in zip(features, labels):
-        img = feature.asnumpy()
-        ids = _class_ids(label, colormap2label)
+    for img, ids in voc_examples(voc_dir, is_train, max_images, boundary='background'):
         for voc_id, count in enumerate(np.bincount(ids.ravel(), minlength=len(VOC_CLASSES))):
             if voc_id and voc_id in index and count >= min_pixels:
                 patches.append(_crop_square(img, *_square_box(ids == voc_id)))

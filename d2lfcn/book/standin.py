@@ -17,8 +17,9 @@ from ..classifier import imagenet_classes, pretrained_classifier
 from ..model import backbone_file
 from ..synthetic import _read_params, demo_voc_dir
 from ..utils import UserError, atomic_path, default_data_dir, why_write_failed
-from ..voc import VOC_CLASSES, find_voc_dir, read_voc_images, voc_colormap2label
-from .patches import STANDIN_CLASSES, _class_ids, object_patches
+from ..voc import VOC_CLASSES, find_voc_dir
+from .examples import voc_examples
+from .patches import STANDIN_CLASSES, object_patches
 
 __all__ = ['Classifier', 'train_standin_classifier', 'standin_classifier_file', 'get_classifier',
            'PRETRAINED_SIZES', 'STANDIN_SIZES', 'standin_example']
@@ -223,14 +224,11 @@ def standin_example(voc_dir, is_train=False, min_classes=2, min_side=0):
     background; the names are those of the classes in it. Explained in
     chapters/fully-convolutional-classifier.md.
     """
-    features, labels = read_voc_images(voc_dir, is_train, max_images=50)
-    colormap2label = voc_colormap2label().asnumpy()
     best = None
-    for feature, label in zip(features, labels):
-        ids = _class_ids(label, colormap2label)               # (H, W)
+    for image, ids in voc_examples(voc_dir, is_train, 50, boundary='background'):
         names = [VOC_CLASSES[c] for c in np.unique(ids)]
         if best is None or len(names) > len(best[2]):
-            best = (feature.asnumpy(), ids, names)
+            best = (image, ids, names)
         if len(names) > min_classes and min(ids.shape) >= min_side:
-            return feature.asnumpy(), ids, names
+            return image, ids, names
     return best

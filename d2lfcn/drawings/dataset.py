@@ -6,6 +6,7 @@ import numpy as np
 
 from ..voc import (IGNORE_LABEL, VOC_CLASSES, VOC_COLORMAP, VOC_VOID_COLOR, read_voc_images,
                    voc_palette)
+from ..book.examples import voc_examples
 from .canvas import _patches, _plt
 
 __all__ = ['draw_voc_legend', 'draw_voc_samples', 'object_regions', 'task_example',
@@ -103,20 +104,13 @@ def task_example(voc_dir, is_train=True, max_images=50):
     Falls back to the example with the most object regions. `ids` holds class
     ids with 255 on void. Explained in chapters/semantic-segmentation-and-dataset.md.
     """
-    features, labels = read_voc_images(voc_dir, is_train, max_images=max_images)
-    lookup = {tuple(rgb): i for i, rgb in enumerate(VOC_COLORMAP)}
-    lookup[tuple(VOC_VOID_COLOR)] = IGNORE_LABEL
     best, most = None, -1
-    for feature, label in zip(features, labels):
-        rgb = label.asnumpy()
-        ids = np.zeros(rgb.shape[:2], dtype=np.uint8)
-        for colour, i in lookup.items():
-            ids[(rgb == colour).all(axis=2)] = i
+    for image, ids in voc_examples(voc_dir, is_train, max_images):
         classes = [c for c, _ in object_regions(ids)]
         if len(classes) > len(set(classes)):
-            return feature.asnumpy(), ids
+            return image, ids
         if len(classes) > most:
-            best, most = (feature.asnumpy(), ids), len(classes)
+            best, most = (image, ids), len(classes)
     return best
 
 
