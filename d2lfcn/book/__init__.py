@@ -1,9 +1,9 @@
-"""Hold the book's own code: book-only, not the library.
+"""Hold the book-only code: the book's builder and the chapters' helpers, not the library.
 
-`python -m d2lfcn.book` (`__main__`) builds the HTML book with `build`;
-`notebook` reads chapters as Jupyter notebooks and runs them; `display`
-shows library source in a chapter; `standin` (with `patches`) gives the
-chapters a classifier where ImageNet's weights are missing. Importing this
-package loads none of them, so `import d2lfcn` loads only what it
-re-exports (`display`, `patches`, `standin`). Explained in chapters/index.md.
+`python -m d2lfcn.book` (`__main__`) builds the HTML book with `build`, which
+reads the chapters as notebooks with `notebook`. For the chapters, `display`
+shows library source, and `standin` (with `patches` and `examples`) gives
+them a classifier where ImageNet's weights are missing. Importing this package
+loads none of its modules; `import d2lfcn` loads only the chapters' helpers it
+re-exports. Explained in chapters/index.md.
 """
