@@ -47,8 +47,9 @@ setup(
         'simplejpeg>=1.7.2',
         'tqdm>=4.60',
     ],
-    # The book's Sphinx configuration and style sheet (python -m d2lfcn.book).
-    package_data={'d2lfcn': ['_book/conf.py', '_book/static/*']},
+    # The book's style sheet (python -m d2lfcn.book); its Sphinx configuration,
+    # d2lfcn/book/conf.py, is installed with the package's modules.
+    package_data={'d2lfcn.book': ['static/*']},
     extras_require={
         # Both builds provide the `mxnet` module, so the user picks one.
         'cpu': ['mxnet==1.9.1'],

@@ -40,6 +40,8 @@ from .loop import *        # noqa: E402,F401,F403
 from .runfolder import *   # noqa: E402,F401,F403
 from .job import *         # noqa: E402,F401,F403
 from .plotting import *    # noqa: E402,F401,F403
-from .diagrams import *    # noqa: E402,F401,F403
+from .drawings import *    # noqa: E402,F401,F403
 from .classifier import *  # noqa: E402,F401,F403
-from .display import *     # noqa: E402,F401,F403
+from .book.patches import *  # noqa: E402,F401,F403
+from .book.standin import *  # noqa: E402,F401,F403
+from .book.display import *  # noqa: E402,F401,F403

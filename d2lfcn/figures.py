@@ -6,33 +6,33 @@ import os
 import tempfile
 import time
 
-from . import diagrams
+from . import drawings
 from .plotting import save_figure
 from .cli import ArgumentParser, run_cli
 from .utils import UserError, check_out_dir, is_fast_mode, removed_on_error
 
 # Figures drawn from nothing but the library: name -> function returning a Figure.
 SCHEMATICS = {
-    'fcn-architecture': diagrams.draw_fcn_architecture,
-    'fcn-variants': diagrams.draw_fcn_variants,
-    'trans-conv-example': diagrams.draw_trans_conv,
-    'trans-conv-stride': lambda: diagrams.draw_trans_conv(strides=2),
-    'trans-conv-padding': lambda: diagrams.draw_trans_conv(padding=1),
-    'conv-as-matrix': diagrams.draw_conv_as_matrix,
-    'bilinear-upsampling': diagrams.draw_bilinear_upsampling,
-    'voc-legend': diagrams.draw_voc_legend,
+    'fcn-architecture': drawings.draw_fcn_architecture,
+    'fcn-variants': drawings.draw_fcn_variants,
+    'trans-conv-example': drawings.draw_trans_conv,
+    'trans-conv-stride': lambda: drawings.draw_trans_conv(strides=2),
+    'trans-conv-padding': lambda: drawings.draw_trans_conv(padding=1),
+    'conv-as-matrix': drawings.draw_conv_as_matrix,
+    'bilinear-upsampling': drawings.draw_bilinear_upsampling,
+    'voc-legend': drawings.draw_voc_legend,
     # chapters/conv-layer.md and chapters/transposed-conv.md
-    'conv-example': lambda: diagrams.draw_conv(highlight=((0, 0), (1, 1))),
-    'conv-padding': lambda: diagrams.draw_conv(padding=1, highlight=((0, 1),)),
-    'conv-stride': lambda: diagrams.draw_conv(padding=1, strides=(3, 2),
+    'conv-example': lambda: drawings.draw_conv(highlight=((0, 0), (1, 1))),
+    'conv-padding': lambda: drawings.draw_conv(padding=1, highlight=((0, 1),)),
+    'conv-stride': lambda: drawings.draw_conv(padding=1, strides=(3, 2),
                                               highlight=((0, 1), (1, 0))),
-    'conv-multi-in': diagrams.draw_conv_multi_in,
-    'conv-multi-out': diagrams.draw_conv_multi_out,
-    'receptive-field': diagrams.draw_receptive_field,
-    'trans-conv-output-padding': lambda: diagrams.draw_trans_conv(
+    'conv-multi-in': drawings.draw_conv_multi_in,
+    'conv-multi-out': drawings.draw_conv_multi_out,
+    'receptive-field': drawings.draw_receptive_field,
+    'trans-conv-output-padding': lambda: drawings.draw_trans_conv(
         ((1, 2), (3, 4)), ((0, 1, 2), (3, 4, 5), (6, 7, 8)), strides=2, padding=1,
         output_padding=1),
-    'trans-conv-as-conv': diagrams.draw_trans_conv_as_conv,
+    'trans-conv-as-conv': drawings.draw_trans_conv_as_conv,
 }
 # Figures of data or of trained models.
 # (chapters/fcn.md plots its training curves and predictions live, from its own runs.)
@@ -60,9 +60,9 @@ def _parser():
 
 def _tasks_figure(voc_dir):
     """Draw one labelled image as classification, detection and segmentation see it."""
-    image, ids = diagrams.task_example(voc_dir)
+    image, ids = drawings.task_example(voc_dir)
     synthetic = os.path.isfile(os.path.join(voc_dir, 'synthetic.json'))
-    return diagrams.draw_segmentation_tasks(
+    return drawings.draw_segmentation_tasks(
         image, ids, 'embedded dataset' if synthetic else 'VOC2012')
 
 
@@ -71,7 +71,7 @@ def _draw(name, voc_dir, fast):
     if name in SCHEMATICS:
         return SCHEMATICS[name]()
     if name == 'voc-samples':
-        return diagrams.draw_voc_samples(voc_dir)
+        return drawings.draw_voc_samples(voc_dir)
     return _tasks_figure(voc_dir)
 
 

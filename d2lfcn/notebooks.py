@@ -5,7 +5,7 @@ Explained in chapters/index.md.
 import glob
 import os
 
-from .chapters import CellError, chapter_to_notebook, execute_notebook, read_text
+from .book.notebook import CellError, chapter_to_notebook, execute_notebook, read_text
 from .cli import ArgumentParser, run_cli
 from .utils import UserError, atomic_path, check_out_dir, removed_on_error
 

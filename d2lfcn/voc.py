@@ -18,7 +18,7 @@ from .utils import Arg, UserError, default_data_dir
 __all__ = ['VOC_CLASSES', 'VOC_COLORMAP', 'VOC_VOID_COLOR', 'IGNORE_LABEL',
            'RGB_MEAN', 'RGB_STD', 'VOC_TAR', 'VOC_SHA1', 'voc_palette', 'voc_urls',
            'download_voc2012', 'find_voc_dir', 'voc_split_names', 'voc_example_paths',
-           'read_voc_images', 'read_voc_label',
+           'read_voc_images', 'voc_examples', 'read_voc_label',
            'voc_colormap2label', 'voc_label_indices', 'voc_rand_crop',
            'normalize_image', 'VOCSegDataset', 'get_dataloader_workers',
            'load_data_voc', 'RandomCropSampler', 'ShardBatchSampler', 'voc_loaders']
@@ -252,6 +252,28 @@ def read_voc_images(voc_dir, is_train=True, max_images=None):
         labels.append(nd.array(palette[read_voc_label(png)], dtype='uint8'))
     return features, labels
 
+
+def voc_examples(voc_dir, is_train=True, max_images=None, boundary='ignore'):
+    """Yield (image, label) of a split's first `max_images` examples as uint8 arrays.
+
+    The image is (H, W, 3) RGB; the label (H, W) holds class ids, read from
+    the label file directly (`read_voc_images` gives D2L's colours instead).
+    As in `VOCSegDataset`, boundary='ignore' keeps void pixels 255 and
+    'background' makes them 0, as D2L's colour decoding does.
+
+    Explained in chapters/semantic-segmentation-and-dataset.md.
+    """
+    if boundary not in ('ignore', 'background'):
+        raise ValueError(f"boundary must be 'ignore' or 'background', not {boundary!r}")
+    voc_dir = find_voc_dir(voc_dir)
+    names, split = voc_split_names(voc_dir, is_train)
+    for name in names[:max_images]:
+        jpg, png = voc_example_paths(voc_dir, name)
+        _require(jpg, f'{jpg}: image listed in {split} is missing')
+        label = read_voc_label(png)
+        if boundary == 'background':
+            label = np.where(label == IGNORE_LABEL, 0, label)
+        yield read_image(jpg), label
 
 def voc_colormap2label():
     """Build the lookup from an RGB colour code to its VOC class id (as D2L).

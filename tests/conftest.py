@@ -12,6 +12,8 @@ Fixtures any test file may use:
   tmp_path, for tests that damage or edit files.
 - ``server`` (function): a local HTTP server on 127.0.0.1 serving
   ``server.files`` (path -> bytes), with Range requests and ways to misbehave.
+- ``resnet`` (module): a seeded resnet18_v2 classifier of 7 classes, Xavier
+  weights, with non-trivial BatchNorm statistics.
 
 Every session also runs with $D2LFCN_DATA pointing at a fresh temporary
 folder, so nothing (downloads, the demo dataset) is written to $HOME.
@@ -49,6 +51,21 @@ def small_voc_dir(tmp_path_factory):
     """Return a tiny synthetic VOC2012 folder shared by the session (read-only)."""
     from d2lfcn.synthetic import make_synthetic_voc
     return make_synthetic_voc(str(tmp_path_factory.mktemp('small-voc')), **SMALL_VOC)
+
+
+@pytest.fixture(scope='module')
+def resnet():
+    """Return a resnet18_v2 classifier of 7 classes whose BatchNorm has seen data."""
+    import mxnet as mx
+    from mxnet import autograd, nd
+    from mxnet.gluon.model_zoo import vision
+    mx.random.seed(0)
+    net = vision.resnet18_v2(classes=7)
+    net.initialize(mx.init.Xavier())
+    # Non-trivial BatchNorm statistics, so that evaluation mode matters.
+    with autograd.record():
+        net(nd.random.uniform(shape=(4, 3, 64, 64))).backward()
+    return net
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from markdown_it import MarkdownIt
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 
 import d2lfcn
-from d2lfcn.book import CHROMIUM_FLAGS, find_chromium, reading_order
+from d2lfcn.book.build import CHROMIUM_FLAGS, find_chromium, reading_order
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_DIR = ROOT / 'chapters'
@@ -306,8 +306,9 @@ def test_a_formula_that_cannot_be_rendered_fails_the_build_at_its_paragraph(tmp_
                            'formula $\\frac{1}{\\foo{x}}$ as MathML: unknown \\foo\n')
 
 
-def test_import_d2lfcn_loads_neither_the_book_nor_its_toolchain():
-    heavy = ('d2lfcn.book', 'sphinx', 'myst_nb', 'jupyter_cache', 'IPython')
+def test_import_d2lfcn_loads_neither_the_book_builder_nor_its_toolchain():
+    heavy = ('d2lfcn.book.build', 'd2lfcn.book.__main__', 'd2lfcn.book.notebook', 'sphinx',
+             'myst_nb', 'jupyter_cache', 'jupytext', 'nbclient', 'IPython')
     code = f'import sys, d2lfcn\nprint([m for m in {heavy} if m in sys.modules])'
     proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
                           text=True, check=True)

@@ -2,34 +2,17 @@
 
 References: Gluon's own resnet18_v2 classifier (the converted network must
 average to its output), plain numpy for the 1x1 convolution and the
-softmax, hand-computed combinations, OpenCV's bilinear resize, PIL's
-reading of the label PNGs, and a model-zoo cache file written by the test.
+softmax, hand-computed combinations, OpenCV's bilinear resize, and the
+model zoo's ImageNet class list.
 """
-import os
-
 import cv2
-import mxnet as mx
 import numpy as np
 import pytest
-from mxnet import autograd, nd
-from mxnet.gluon.model_zoo import vision
-from PIL import Image
+from mxnet import nd
 
 from d2lfcn import classifier as clf
-from d2lfcn.model import backbone_file
-from d2lfcn.synthetic import SYNTHETIC_CLASSES
+from d2lfcn.book.patches import STANDIN_CLASSES
 from d2lfcn.voc import VOC_CLASSES
-
-
-@pytest.fixture(scope='module')
-def resnet():
-    mx.random.seed(0)
-    net = vision.resnet18_v2(classes=7)
-    net.initialize(mx.init.Xavier())
-    # Non-trivial BatchNorm statistics, so that evaluation mode matters.
-    with autograd.record():
-        net(nd.random.uniform(shape=(4, 3, 64, 64))).backward()
-    return net
 
 
 @pytest.mark.parametrize('shape', [(2, 3, 64, 64), (1, 3, 96, 160)])
@@ -101,8 +84,8 @@ def test_stable_softmax_against_float64_numpy():
 
 
 def test_class_groups_of_the_stand_in_and_of_imagenet():
-    groups = clf.class_groups(clf.STANDIN_CLASSES)
-    names = {g: [clf.STANDIN_CLASSES[i] for i in ids] for g, ids in groups.items()}
+    groups = clf.class_groups(STANDIN_CLASSES)
+    names = {g: [STANDIN_CLASSES[i] for i in ids] for g, ids in groups.items()}
     assert names == {'person': ['person'], 'animal': ['cat'],
                      'vehicle': ['aeroplane', 'bus'], 'indoor': ['potted plant']}
     # Every VOC object class is in exactly one group.
@@ -150,168 +133,3 @@ def test_combination_resizes_with_pixel_centres_aligned():
     ref = np.stack([cv2.resize(c, (6, 4), interpolation=cv2.INTER_LINEAR) for c in small])
     assert np.abs(out - (ref + big) / 2).max() < 1e-5
 
-
-def pil_class_counts(voc_dir, split, min_pixels):
-    """Objects and background windows per image, from the PNGs via PIL."""
-    with open(os.path.join(voc_dir, 'ImageSets', 'Segmentation', split + '.txt')) as f:
-        names = f.read().split()
-    objects = 0
-    for name in names:
-        y = np.array(Image.open(os.path.join(voc_dir, 'SegmentationClass', name + '.png')))
-        y[y == 255] = 0
-        counts = np.bincount(y.ravel(), minlength=21)
-        objects += sum(counts[c] >= min_pixels for c in SYNTHETIC_CLASSES)
-    return objects, len(names)
-
-
-def test_object_patches_one_per_object_class(small_voc_dir):
-    X, y = clf.object_patches(small_voc_dir, True, size=32, min_pixels=150)
-    y = y.asnumpy().astype(int)
-    objects, images = pil_class_counts(small_voc_dir, 'train', 150)
-    assert (y > 0).sum() == objects
-    assert 0 < (y == 0).sum() <= images            # at most one background window each
-    assert X.shape == (len(y), 3, 32, 32)
-    assert set(y) <= set(range(len(clf.STANDIN_CLASSES)))
-
-
-def test_batchnorm_refresh_runs_backward_passes(resnet):
-    # MXNet updates BatchNorm's running statistics in backward: after 30
-    # batches with momentum 0.9 the first layer's (a BatchNorm on the raw
-    # input) running mean is within 0.9 ** 30 of the data's channel means.
-    X = nd.random.uniform(2, 4, shape=(8, 3, 32, 32))
-    clf._refresh_batchnorm(resnet, X, batch_size=4)
-    expected = X.asnumpy().mean(axis=(0, 2, 3))
-    got = resnet.features[0].running_mean.data().asnumpy()
-    assert np.abs(got - expected).max() < 0.05 * expected.max()
-
-
-def test_pretrained_weights_come_from_the_cache_only(tmp_path, monkeypatch):
-    monkeypatch.setenv('MXNET_HOME', str(tmp_path))
-    assert clf.pretrained_classifier() is None     # nothing cached: no download
-    path = backbone_file()
-    assert path.startswith(str(tmp_path))
-    os.makedirs(os.path.dirname(path))
-    saved = vision.resnet18_v2()
-    saved.initialize(mx.init.Xavier())
-    saved(nd.zeros((1, 3, 32, 32)))                # finish deferred initialisation
-    saved.save_parameters(path)
-    got = clf.get_classifier()
-    assert got.pretrained and path in got.note
-    assert len(got.classes) == 1000 and got.classes[0] == 'tench'
-    assert got.classes[1] == 'goldfish'
-    assert np.array_equal(got.net.output.weight.data().asnumpy(),
-                          saved.output.weight.data().asnumpy())
-
-
-def test_stand_in_when_nothing_is_cached(tmp_path, monkeypatch, small_voc_dir):
-    monkeypatch.setenv('MXNET_HOME', str(tmp_path))
-    got = clf.get_classifier(small_voc_dir, num_epochs=1, size=32, bn_batches=2,
-                             verbose=False)
-    assert not got.pretrained
-    assert got.note.startswith('STAND-IN') and backbone_file() in got.note
-    assert got.summary.startswith('STAND-IN') and backbone_file() not in got.summary
-    assert got.classes == ['background', 'aeroplane', 'bus', 'cat', 'person',
-                           'potted plant']
-    assert got.net.output.weight.shape == (6, 512)
-    img, label, names = clf.standin_example(small_voc_dir)
-    assert label.shape == img.shape[:2] and names[0] == 'background'
-    objects = [n for n in names if n != 'background']
-    fig = clf.heatmap_figure(got, img, (64, 96), objects, groups=['vehicle'])
-    rows = len(objects) + 1                            # the classes, and the group
-    # 2 sizes and 2 combinations per row, and one colour bar.
-    assert len(fig.axes) == rows * (2 + 2) + 1
-    labels = [fig.axes[r * 4].get_ylabel() for r in range(rows)]
-    assert labels[:-1] == objects and labels[-1].split() == ['vehicle', '=', 'aeroplane',
-                                                             '+', 'bus']
-    assert 'probability' in fig.axes[-1].get_ylabel()    # the colour bar
-    # The group's row shows the sum of its classes' probabilities.
-    maps = clf.class_heatmaps(clf.to_fully_convolutional(got.net), img, (64,))
-    shown = np.asarray(fig.axes[(rows - 1) * 4].images[1].get_array())
-    assert np.abs(shown - (maps[0][1] + maps[0][2]).asnumpy()).max() < 1e-5
-
-
-TINY_STANDIN = dict(num_epochs=1, size=32, bn_batches=2, verbose=False)
-
-
-def _refuse_training(*args, **kwargs):
-    raise AssertionError('the cached stand-in should have been used')
-
-
-def test_stand_in_file_is_trained_once_and_holds_the_trained_weights(
-        tmp_path, monkeypatch, small_voc_dir):
-    path = clf.standin_classifier_file(small_voc_dir, tmp_path, **TINY_STANDIN)
-    assert os.path.dirname(path) == str(tmp_path) and path.endswith('.params')
-    # Reference: the same training, run directly (seeded, so it repeats).
-    net, acc = clf.train_standin_classifier(small_voc_dir, **TINY_STANDIN)
-    saved = nd.load(path)
-    for name, param in net._collect_params_with_prefix().items():
-        np.testing.assert_allclose(saved[name].asnumpy(), param.data().asnumpy(),
-                                   rtol=1e-4, atol=1e-5)
-    assert clf._standin_accuracy(path) == pytest.approx(acc)
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        [os.path.basename(path), os.path.basename(path)[:-7] + '.json']), 'no temp files'
-    # Same arguments, defaults spelled out or not: the file, without training.
-    monkeypatch.setattr(clf, 'train_standin_classifier', _refuse_training)
-    mtime = os.path.getmtime(path)
-    again = clf.standin_classifier_file(small_voc_dir, tmp_path, lr=0.05, **TINY_STANDIN)
-    assert again == path and os.path.getmtime(path) == mtime
-
-
-def test_stand_in_file_is_keyed_by_arguments_and_complete_pairs(
-        tmp_path, monkeypatch, small_voc_dir):
-    calls = []
-
-    def fake_training(voc_dir, **kwargs):
-        calls.append(kwargs)
-        net = vision.resnet18_v2(classes=len(clf.STANDIN_CLASSES))
-        net.initialize()
-        net(nd.zeros((1, 3, 32, 32)))
-        return net, 0.5
-
-    monkeypatch.setattr(clf, 'train_standin_classifier', fake_training)
-    a = clf.standin_classifier_file(small_voc_dir, tmp_path, num_epochs=1)
-    b = clf.standin_classifier_file(small_voc_dir, tmp_path, num_epochs=2)
-    assert a != b and len(calls) == 2
-    os.remove(a[:-7] + '.json')  # e.g. killed between the two writes
-    assert clf.standin_classifier_file(small_voc_dir, tmp_path, num_epochs=1) == a
-    assert len(calls) == 3 and clf._standin_accuracy(a) == 0.5
-
-
-def test_stand_in_file_is_a_backbone_and_get_classifier_reuses_it(
-        tmp_path, monkeypatch, small_voc_dir):
-    from d2lfcn.model import get_fcn
-    monkeypatch.setenv('MXNET_HOME', str(tmp_path))
-    monkeypatch.setenv('D2LFCN_DATA', str(tmp_path / 'data'))
-    path = clf.standin_classifier_file(small_voc_dir, **TINY_STANDIN)
-    assert path.startswith(str(tmp_path / 'data'))
-    monkeypatch.setattr(clf, 'train_standin_classifier', _refuse_training)
-    got = clf.get_classifier(small_voc_dir, **TINY_STANDIN)
-    assert f'{clf._standin_accuracy(path):.2f}' in got.note
-    saved = nd.load(path)
-    np.testing.assert_array_equal(got.net.output.weight.data().asnumpy(),
-                                  saved['output.weight'].asnumpy())
-    # As --backbone-params: the FCN's first convolution holds the stand-in's.
-    fcn = get_fcn(21, backbone_params=path)
-    np.testing.assert_array_equal(fcn.features[1].weight.data().asnumpy(),
-                                  saved['features.1.weight'].asnumpy())
-
-
-def test_stand_in_file_in_an_unusable_folder_is_one_clear_error(
-        tmp_path, monkeypatch, small_voc_dir):
-    from d2lfcn.utils import UserError
-
-    def fake_training(voc_dir, **kwargs):
-        net = vision.resnet18_v2(classes=len(clf.STANDIN_CLASSES))
-        net.initialize()
-        net(nd.zeros((1, 3, 32, 32)))
-        return net, 0.5
-
-    monkeypatch.setattr(clf, 'train_standin_classifier', fake_training)
-    blocker = tmp_path / 'a-file'
-    blocker.write_text('not a folder')
-    with pytest.raises(UserError, match='a-file.*D2LFCN_DATA'):
-        clf.standin_classifier_file(small_voc_dir, blocker / 'data')
-    # The dataset's parent folder names the same dataset, and the same file.
-    parent = os.path.dirname(os.path.dirname(small_voc_dir))   # holds VOCdevkit
-    assert (clf.standin_classifier_file(parent, tmp_path / 'd')
-            == clf.standin_classifier_file(small_voc_dir, tmp_path / 'd'))

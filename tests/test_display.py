@@ -1,10 +1,11 @@
-"""Test d2lfcn.display: show_source prints in a plain interpreter, renders in IPython."""
+"""Test d2lfcn.book.display: show_source prints in a plain interpreter, renders in IPython."""
 import inspect
 import subprocess
 import sys
 from pathlib import Path
 
 import d2lfcn
+from d2lfcn.book.display import show_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +38,8 @@ def test_ipython_renders_markdown_with_a_python_block():
     InteractiveShell.instance()
     try:
         with capture_output() as captured:
-            d2lfcn.show_source(d2lfcn.bilinear_kernel)
-            d2lfcn.show_source(d2lfcn.SegmentationLoss)
+            show_source(d2lfcn.bilinear_kernel)
+            show_source(d2lfcn.SegmentationLoss)
     finally:
         InteractiveShell.clear_instance()
     assert captured.stdout == ''

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from d2lfcn.chapters import chapter_to_notebook
+from d2lfcn.book.notebook import chapter_to_notebook
 from d2lfcn.notebooks import main
 
 ROOT = Path(__file__).resolve().parents[1]

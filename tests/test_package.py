@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / 'd2lfcn'
-COMMANDS = {'train', 'predict', 'export', 'figures', 'notebooks', '__main__'}
+COMMANDS = {'train', 'predict', 'export', 'figures', 'notebooks', '__main__', 'book.__main__'}
 
 
 def _loaded_after(code):
@@ -30,22 +30,32 @@ def test_commands_are_modules_again():
     subprocess.run([sys.executable, '-c', code], check=True, timeout=120)
 
 
+def _module_name(path):
+    """Return the dotted name of a file below d2lfcn/: 'voc', 'book.build', 'drawings'."""
+    parts = path.relative_to(PACKAGE).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
 def _imports(path):
     """Return the d2lfcn modules `path` imports, at any depth in the file."""
+    name = _module_name(path).split('.')
+    package = name if path.name == '__init__.py' else name[:-1]
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) + 1 - node.level]  # `..` leaves a subpackage
             if node.module:
-                names.add(node.module.split('.')[0])
+                names.add('.'.join(base + node.module.split('.')))
             else:
-                names.update(a.name for a in node.names)
+                names.update('.'.join(base + [a.name]) for a in node.names)
         elif isinstance(node, ast.ImportFrom) and (node.module or '').startswith('d2lfcn.'):
-            names.add(node.module.split('.')[1])
+            names.add(node.module.split('.', 1)[1])
     return names
 
 
 def test_no_import_cycles_and_no_command_imports_another():
-    modules = {p.stem: _imports(p) for p in PACKAGE.glob('*.py') if p.stem != '__init__'}
+    modules = {_module_name(p): _imports(p) for p in PACKAGE.rglob('*.py')
+               if p != PACKAGE / '__init__.py'}
     for name, deps in modules.items():
         assert deps <= set(modules), (name, deps - set(modules))
         if name in COMMANDS:

@@ -387,3 +387,33 @@ def test_every_image_smaller_than_crop_is_one_clear_line(small_voc_dir):
         voc.VOCSegDataset(False, (200, 200), small_voc_dir)
     msg = str(info.value)
     assert '\n' not in msg and 'val.txt' in msg and '200x200' in msg
+
+
+# --- voc_examples: images and class ids, checked against PIL ---------------------
+
+def pil_example(voc_dir, name):
+    image = np.array(Image.open(os.path.join(voc_dir, 'JPEGImages', name + '.jpg')))
+    label = np.array(Image.open(os.path.join(voc_dir, 'SegmentationClass', name + '.png')))
+    return image, label
+
+
+def test_examples_are_the_listed_files_in_order(small_voc_dir):
+    with open(os.path.join(small_voc_dir, 'ImageSets', 'Segmentation', 'val.txt')) as f:
+        names = f.read().split()[:3]
+    examples = list(voc.voc_examples(small_voc_dir, is_train=False, max_images=3))
+    assert len(examples) == 3
+    for name, (image, label) in zip(names, examples):
+        ref_image, ref_label = pil_example(small_voc_dir, name)
+        assert image.dtype == label.dtype == np.uint8
+        np.testing.assert_array_equal(image, ref_image)
+        np.testing.assert_array_equal(label, ref_label)
+
+
+def test_boundary_background_turns_void_into_background(small_voc_dir):
+    ignore = list(voc.voc_examples(small_voc_dir, max_images=4))
+    background = list(voc.voc_examples(small_voc_dir, max_images=4, boundary='background'))
+    assert any((label == 255).any() for _, label in ignore)  # the void band is there
+    for (_, kept), (_, merged) in zip(ignore, background):
+        np.testing.assert_array_equal(merged, np.where(kept == 255, 0, kept))
+    with pytest.raises(ValueError, match='boundary'):
+        next(voc.voc_examples(small_voc_dir, boundary='void'))

@@ -1,8 +1,9 @@
-"""Build the book, every chapter executed, as static offline HTML: `python -m d2lfcn.book`.
+"""Build the book, every chapter executed, as static offline HTML.
 
 The chapters are read as notebooks (jupytext), executed in a Jupyter kernel
 into jupyter-cache, and rendered by Sphinx with MyST-NB and the book theme
-(configuration: d2lfcn/_book/conf.py). Explained in chapters/index.md.
+(configuration: conf.py, next to this file). The command is
+`python -m d2lfcn.book` (__main__.py). Explained in chapters/index.md.
 """
 import contextlib
 import glob
@@ -13,21 +14,20 @@ import pathlib
 import re
 import shutil
 import tempfile
-import time
 
-from . import chapters as jupyter_chapters
-from .cli import ArgumentParser, run_cli
-from .utils import UserError, atomic_path
+from . import notebook
+from ..utils import UserError, atomic_path
 
-__all__ = []  # a command: nothing for `import d2lfcn`
+__all__ = ['build_book', 'screenshot_pages']
 
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-CONF_DIR = os.path.join(PACKAGE_DIR, '_book')
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # d2lfcn/
+CONF_DIR = os.path.dirname(os.path.abspath(__file__))  # conf.py and static/
 MARKER = '.d2lfcn-book'  # in every built book: only a book is ever replaced by a book
 LOCAL_LINK = re.compile(r'(?<!!)\[[^\]]*\]\(([\w.-]+)\.md(?:#[^)]*)?\)')
 IMAGE_LINK = re.compile(r'!\[[^\]]*\]\(([^)\s]+)')
 # Changes to these leave the chapters' outputs as they are: they build the book.
-NOT_LIBRARY = ('book.py', 'notebooks.py', '__main__.py')
+NOT_LIBRARY = ('book/build.py', 'book/notebook.py', 'book/__main__.py', 'book/conf.py',
+               'notebooks.py', '__main__.py')
 
 
 def reading_order(chapters_dir):
@@ -42,7 +42,7 @@ def reading_order(chapters_dir):
         raise UserError(f'{index}: not found; run this in the d2lfcn checkout '
                         'or pass --chapters-dir')
     names = []
-    text = jupyter_chapters.read_text(index)
+    text = notebook.read_text(index)
     for number, line in enumerate(text.splitlines(), 1):
         for name in LOCAL_LINK.findall(line):
             if name == 'index' or name in names:
@@ -62,7 +62,7 @@ def check_images(chapters_dir, names):
     """Stop with one line if a chapter shows an image file that does not exist."""
     for name in ['index'] + names:
         path = os.path.join(chapters_dir, name + '.md')
-        lines = jupyter_chapters.read_text(path).splitlines()
+        lines = notebook.read_text(path).splitlines()
         for number, line in enumerate(lines, 1):
             for target in IMAGE_LINK.findall(line):
                 if re.match(r'^[a-z]+:', target):
@@ -81,8 +81,8 @@ def cache_key(fast):
     """
     sha = hashlib.sha1()
     for path in sorted(glob.glob(os.path.join(PACKAGE_DIR, '**', '*.py'), recursive=True)):
-        relative = os.path.relpath(path, PACKAGE_DIR)
-        if relative in NOT_LIBRARY or relative.startswith('_book'):
+        relative = os.path.relpath(path, PACKAGE_DIR).replace(os.sep, '/')
+        if relative in NOT_LIBRARY:
             continue
         sha.update(relative.encode() + b'\0')
         with open(path, 'rb') as f:
@@ -98,7 +98,7 @@ def read_book_chapter(text, key):
     so both see the same notebook and jupyter-cache matches them.
     """
     import nbformat
-    nb = jupyter_chapters.read_chapter(text)
+    nb = notebook.read_chapter(text)
     # MyST-NB reports a problem at this line of the file plus its line in the cell.
     nb.metadata['source_map'] = [-1] + source_map(text, nb.cells)
     nb.cells.insert(0, nbformat.v4.new_code_cell(key, metadata={'tags': ['remove-cell']}))
@@ -159,7 +159,7 @@ def execute_chapters(chapters_dir, names, cache_dir, key, env, log=print):
     ran = {}
     for name in ['index'] + names:
         path = os.path.join(chapters_dir, name + '.md')
-        text = jupyter_chapters.read_text(path)
+        text = notebook.read_text(path)
         nb = read_book_chapter(text, key)
         try:
             cache.match_cache_notebook(nb)
@@ -168,8 +168,8 @@ def execute_chapters(chapters_dir, names, cache_dir, key, env, log=print):
             pass
         log(f'executing {path} ...')
         try:
-            seconds = jupyter_chapters.execute_notebook(nb, cwd=chapters_dir, env=env)
-        except jupyter_chapters.CellError as e:
+            seconds = notebook.execute_notebook(nb, cwd=chapters_dir, env=env)
+        except notebook.CellError as e:
             raise UserError(f'{path}, {e.where(text, nb)}: {e.summary}') from None
         cache.cache_notebook_bundle(
             CacheBundleIn(nb, os.path.abspath(path), data={'execution_seconds': seconds}),
@@ -187,7 +187,7 @@ def render_html(chapters_dir, names, cache_dir, key, html_dir, work_dir):
     overrides = {
         'd2lfcn_chapters': names,
         'nb_execution_cache_path': os.path.abspath(cache_dir),
-        'nb_custom_formats': {'.md': ['d2lfcn.book.read_book_chapter', {'key': key}]},
+        'nb_custom_formats': {'.md': ['d2lfcn.book.build.read_book_chapter', {'key': key}]},
     }
     with patch_docutils(CONF_DIR), docutils_namespace():
         app = Sphinx(os.path.abspath(chapters_dir), CONF_DIR, html_dir,
@@ -308,41 +308,3 @@ def screenshot_pages(html_dir, pages, out_dir):
             paths.append(path)
         browser.close()
     return paths
-
-
-def main(argv=None):
-    """Build the book; see --help."""
-    p = ArgumentParser(
-        prog='python -m d2lfcn.book',
-        description='Execute every chapter in chapters/ (in the reading order of '
-                    'chapters/index.md) and write the book as static HTML that works '
-                    'offline. Outputs are cached per chapter, so a rebuild runs only the '
-                    'chapters that changed. Needs the book extra: '
-                    "pip install -e '.[cpu,book]'.")
-    p.add_argument('--out-dir', default=os.path.join('_build', 'html'),
-                   help='folder for the book, replaced when the build succeeds '
-                        '(default: %(default)s)')
-    p.add_argument('--chapters-dir', default='chapters',
-                   help='folder holding index.md and the chapters (default: %(default)s)')
-    p.add_argument('--cache-dir', default=os.path.join('_build', 'jupyter_cache'),
-                   help='execution cache (jupyter-cache) kept between builds '
-                        '(default: %(default)s)')
-    p.add_argument('--fast', action='store_true',
-                   help='run the chapters with D2LFCN_FAST=1: tiny sizes, for tests '
-                        '(default: off)')
-    p.add_argument('--screenshots', metavar='DIR',
-                   help='also save a full-page screenshot of every page into DIR, taken '
-                        'with headless Chromium (default: none)')
-    args = p.parse_args(argv)
-    start = time.time()
-    pages = build_book(args.chapters_dir, args.out_dir, args.cache_dir, fast=args.fast)
-    print(f'{len(pages)} pages in {time.time() - start:.0f} s: open '
-          f'{os.path.join(args.out_dir, "index.html")}, or run '
-          f'python -m http.server -d {args.out_dir}')
-    if args.screenshots:
-        paths = screenshot_pages(args.out_dir, pages, args.screenshots)
-        print(f'{len(paths)} screenshots in {args.screenshots}')
-
-
-if __name__ == '__main__':
-    run_cli(main)

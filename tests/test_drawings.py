@@ -1,4 +1,4 @@
-"""Test d2lfcn.diagrams: the figures show the right numbers, shapes and colours.
+"""Test d2lfcn.drawings: the figures show the right numbers, shapes and colours.
 
 References: hand-computed values (D2L's transposed-convolution examples),
 Gluon's resnet18_v2 run forward for the architecture's shapes, the VOC
@@ -20,7 +20,7 @@ from PIL import Image
 
 matplotlib.use('Agg')
 
-from d2lfcn import diagrams  # noqa: E402
+from d2lfcn import drawings  # noqa: E402
 from d2lfcn.plotting import save_figure  # noqa: E402
 
 
@@ -53,13 +53,13 @@ COPIES = [x * k for x in X for k in K]  # each input element scales the kernel
     (dict(padding=1), [[0, 0, 1], [0, 4, 6], [4, 12, 9], [4]]),
 ])
 def test_trans_conv_figure_draws_hand_computed_values(kwargs, output):
-    fig = diagrams.draw_trans_conv(**kwargs)
+    fig = drawings.draw_trans_conv(**kwargs)
     flat = [v for row in output for v in row]
     assert numbers(fig) == sorted(X + K + COPIES + flat)
 
 
 def test_conv_as_matrix_figure():
-    fig = diagrams.draw_conv_as_matrix()
+    fig = drawings.draw_conv_as_matrix()
     x = list(range(9))
     y = [27, 37, 57, 67]  # corr2d(arange(9).reshape(3, 3), [[1, 2], [3, 4]]), by hand
     # W built by hand: row (i, j) holds the kernel at the window starting at (i, j).
@@ -84,7 +84,7 @@ def test_fcn_architecture_shapes_match_gluon(height, width):
         x = layer(x)
         if i in (5, 6, 7, 8):  # the four ResNet stages
             shapes.append(x.shape[1:])
-    labels = texts(diagrams.draw_fcn_architecture(height, width))
+    labels = texts(drawings.draw_fcn_architecture(height, width))
     for c, h, w in shapes:
         assert f'{c} x {h} x {w}' in labels
     h, w = shapes[-1][1:]
@@ -108,7 +108,7 @@ def devkit_colormap(n=256):
 
 
 def test_voc_legend_colours_are_the_devkit_colours():
-    fig = diagrams.draw_voc_legend()
+    fig = drawings.draw_voc_legend()
     swatches = [p for ax in fig.axes for p in ax.patches if isinstance(p, Rectangle)]
     colours = [tuple(int(round(255 * v)) for v in p.get_facecolor()[:3]) for p in swatches]
     cmap = devkit_colormap()
@@ -119,7 +119,7 @@ def test_voc_legend_colours_are_the_devkit_colours():
 
 
 def test_voc_samples_show_images_labels_and_overlays(small_voc_dir):
-    fig = diagrams.draw_voc_samples(small_voc_dir, num=3)
+    fig = drawings.draw_voc_samples(small_voc_dir, num=3)
     axes = np.array(fig.axes).reshape(3, 3)
     with open(os.path.join(small_voc_dir, 'ImageSets', 'Segmentation', 'train.txt')) as f:
         names = f.read().split()[:3]
@@ -138,7 +138,7 @@ def test_voc_samples_show_images_labels_and_overlays(small_voc_dir):
 def test_bilinear_upsampling_figure_matches_opencv():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
-    fig = diagrams.draw_bilinear_upsampling(img, zoom=(slice(5, 15), slice(5, 20)))
+    fig = drawings.draw_bilinear_upsampling(img, zoom=(slice(5, 15), slice(5, 20)))
     out = np.asarray(fig.axes[1].images[0].get_array()).astype(float)
     ref = cv2.resize(img.astype(np.float32), (100, 80), interpolation=cv2.INTER_LINEAR)
     assert out.shape == (80, 100, 3)
@@ -146,12 +146,12 @@ def test_bilinear_upsampling_figure_matches_opencv():
 
 
 def test_save_figure_is_atomic(tmp_path):
-    fig = diagrams.draw_voc_legend()
+    fig = drawings.draw_voc_legend()
     path = save_figure(fig, str(tmp_path / 'sub' / 'legend.png'))
     with Image.open(path) as im:
         assert im.format == 'PNG' and im.size[0] > 100
     with pytest.raises(ValueError):  # matplotlib knows no .xyz format
-        save_figure(diagrams.draw_voc_legend(), str(tmp_path / 'bad.xyz'))
+        save_figure(drawings.draw_voc_legend(), str(tmp_path / 'bad.xyz'))
     assert sorted(os.listdir(tmp_path)) == ['sub']
     assert os.listdir(tmp_path / 'sub') == ['legend.png']
 
@@ -179,14 +179,14 @@ EX_K = np.array([[0, 1], [2, 3]])
 
 
 def test_conv_example_figure_is_d2ls_example():
-    fig = diagrams.draw_conv(highlight=((0, 0), (1, 1)))
+    fig = drawings.draw_conv(highlight=((0, 0), (1, 1)))
     assert numbers(fig) == sorted(list(range(9)) + [0, 1, 2, 3] + [19, 25, 37, 43])
     assert '0×0 + 1×1 + 3×2 + 4×3 = 19' in texts(fig)
     assert '4×0 + 5×1 + 7×2 + 8×3 = 43' in texts(fig)
 
 
 def test_conv_padding_figure_pads_with_zeros():
-    fig = diagrams.draw_conv(padding=1, highlight=((0, 1),))
+    fig = drawings.draw_conv(padding=1, highlight=((0, 1),))
     P = np.pad(EX_X, 1)
     out = sliding_window(P, EX_K)
     assert out.shape == (4, 4)
@@ -201,7 +201,7 @@ def test_conv_padding_figure_pads_with_zeros():
 
 
 def test_conv_stride_figure_is_d2ls_example():
-    fig = diagrams.draw_conv(padding=1, strides=(3, 2), highlight=((0, 1), (1, 0)))
+    fig = drawings.draw_conv(padding=1, strides=(3, 2), highlight=((0, 1), (1, 0)))
     P = np.pad(EX_X, 1)
     assert numbers(fig) == sorted(P.ravel().tolist() + EX_K.ravel().tolist() + [0, 8, 6, 8])
     assert '0×0 + 0×1 + 1×2 + 2×3 = 8' in texts(fig)
@@ -213,12 +213,12 @@ def test_conv_stride_figure_is_d2ls_example():
 def test_multi_channel_figures_are_d2ls_examples():
     X1 = [1, 2, 3, 4, 5, 6, 7, 8, 9]
     K1 = [1, 2, 3, 4]
-    fig = diagrams.draw_conv_multi_in()
+    fig = drawings.draw_conv_multi_in()
     parts = [19, 25, 37, 43] + [37, 47, 67, 77]        # each channel on its own
     assert numbers(fig) == sorted(list(range(9)) + X1 + [0, 1, 2, 3] + K1 + parts
                                   + [56, 72, 104, 120])
     assert 'output: 19 + 37 = 56' in texts(fig)
-    fig = diagrams.draw_conv_multi_out()
+    fig = drawings.draw_conv_multi_out()
     kernels = [0, 1, 2, 3] + K1
     kernels = kernels + [v + 1 for v in kernels] + [v + 2 for v in kernels]
     outputs = [56, 72, 104, 120, 76, 100, 148, 172, 96, 128, 192, 224]
@@ -230,7 +230,7 @@ def test_receptive_field_figure_matches_resnet18():
     net.initialize()
     stage4 = net.features[:9](nd.zeros((1, 3, 320, 480))).shape[2:]
     assert stage4 == (10, 15)
-    fig = diagrams.draw_receptive_field(320, 480, cell=(5, 10))
+    fig = drawings.draw_receptive_field(320, 480, cell=(5, 10))
     left, right = fig.axes[:2]
     size, jump = left.lines[0].get_ydata(), left.lines[1].get_ydata()
     assert len(size) == 18                             # 17 convs on the main path + 1 pool
@@ -249,7 +249,7 @@ def test_receptive_field_figure_matches_resnet18():
 
 def test_trans_conv_output_padding_figure_is_the_worked_example():
     X, K = [[1, 2], [3, 4]], np.arange(9).reshape(3, 3)
-    fig = diagrams.draw_trans_conv(X, K, strides=2, padding=1, output_padding=1)
+    fig = drawings.draw_trans_conv(X, K, strides=2, padding=1, output_padding=1)
     layer = nn.Conv2DTranspose(1, 3, strides=2, padding=1, output_padding=1, use_bias=False)
     layer.initialize(init.Constant(nd.array(K).reshape((1, 1, 3, 3))))
     out = layer(nd.array(X).reshape((1, 1, 2, 2)))[0, 0].asnumpy()
@@ -264,7 +264,7 @@ def test_trans_conv_output_padding_figure_is_the_worked_example():
 
 
 def test_trans_conv_as_conv_figure_stretches_and_flips():
-    fig = diagrams.draw_trans_conv_as_conv()
+    fig = drawings.draw_trans_conv_as_conv()
     stretched = np.zeros((6, 6))
     stretched[1:4:2, 1:4:2] = [[1, 2], [3, 4]]
     out = sliding_window(stretched, np.arange(9).reshape(3, 3)[::-1, ::-1])
@@ -291,9 +291,9 @@ def hand_label():
 def test_segmentation_tasks_boxes_masks_and_instances():
     ids = hand_label()
     image = np.full(ids.shape + (3,), 90, dtype=np.uint8)
-    regions = diagrams.object_regions(ids)
+    regions = drawings.object_regions(ids)
     assert sorted((c, int(m.sum())) for c, m in regions) == [(8, 250), (15, 160), (15, 256)]
-    fig = diagrams.draw_segmentation_tasks(image, ids, 'embedded dataset')
+    fig = drawings.draw_segmentation_tasks(image, ids, 'embedded dataset')
     classify, detect, semantic, instance = fig.axes
     assert classify.get_title().splitlines() == ['image classification', 'cat, person']
     boxes = sorted((r.get_x(), r.get_y(), r.get_width(), r.get_height())
@@ -312,7 +312,7 @@ def test_segmentation_tasks_boxes_masks_and_instances():
 
 
 def test_task_example_reads_the_label_file(small_voc_dir):
-    image, ids = diagrams.task_example(small_voc_dir)
+    image, ids = drawings.task_example(small_voc_dir)
     with open(os.path.join(small_voc_dir, 'ImageSets', 'Segmentation', 'train.txt')) as f:
         names = f.read().split()
     pngs = [np.array(Image.open(os.path.join(small_voc_dir, 'SegmentationClass', n + '.png')))
@@ -322,7 +322,7 @@ def test_task_example_reads_the_label_file(small_voc_dir):
 @pytest.mark.parametrize('height, width', [(320, 480), (96, 64)])
 def test_fcn_variants_draw_the_shapes_gluon_computes(height, width):
     from d2lfcn.model import FCN_ARCHS, get_fcn
-    fig = diagrams.draw_fcn_variants(height, width)
+    fig = drawings.draw_fcn_variants(height, width)
     assert len(fig.axes) == 3
     for ax, arch in zip(fig.axes, FCN_ARCHS):
         net = get_fcn(21, pretrained_base=False, arch=arch)

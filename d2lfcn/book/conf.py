@@ -2,7 +2,7 @@
 
 The book command passes what changes between builds (the chapters in
 reading order, the execution cache, the notebook reader) as overrides; see
-d2lfcn/book.py. Everything here works offline: formulas become MathML when
+d2lfcn/book/build.py. Everything here works offline: formulas become MathML when
 the book is built, and the theme ships its own scripts and fonts.
 """
 import html

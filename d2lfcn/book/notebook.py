@@ -7,7 +7,7 @@ import os
 import re
 import time
 
-from .utils import UserError
+from ..utils import UserError
 
 __all__ = ['read_text', 'read_chapter', 'chapter_to_notebook', 'execute_notebook', 'CellError',
            'python_block_lines']
