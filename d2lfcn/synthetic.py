@@ -149,7 +149,8 @@ def _write_tree(folder, params, names):
         json.dump(params, f, sort_keys=True)  # written last: marks the set complete
 
 
-def _read_params(voc_dir):
+def read_params(voc_dir):
+    """Return the parameters a generated set at `voc_dir` was made with, or None."""
     try:
         with open(os.path.join(voc_dir, 'synthetic.json')) as f:
             return json.load(f)
@@ -241,7 +242,7 @@ def _remove_abandoned(parent):
 
 def _reuse(voc_dir, params):
     """Return an existing complete set made with `params`, else raise `UserError`."""
-    if _read_params(voc_dir) != params:
+    if read_params(voc_dir) != params:
         raise UserError(f'{voc_dir}: already exists but is not a synthetic set made with '
                         'these parameters; delete it or choose another folder')
     return voc_dir

@@ -24,6 +24,8 @@ from mdit_py_plugins.dollarmath import dollarmath_plugin
 import d2lfcn
 from d2lfcn.book.build import CHROMIUM_FLAGS, find_chromium, reading_order
 
+from forkrun import run_forked  # tests/forkrun.py
+
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_DIR = ROOT / 'chapters'
 CHAPTERS = ['index'] + reading_order(str(CHAPTER_DIR))
@@ -128,6 +130,7 @@ def executed_notebooks(cache_dir):
             for r in cache.list_cache_records()}
 
 
+@pytest.mark.slow
 def test_build_is_clean_and_executes_each_chapter_once(book):
     assert book['stderr'] == ''
     assert f'{len(CHAPTERS)} pages' in book['stdout']
@@ -137,17 +140,20 @@ def test_build_is_clean_and_executes_each_chapter_once(book):
     assert not list(book['html'].parent.glob('.d2lfcn-book-*')), 'build folder left behind'
 
 
+@pytest.mark.slow
 def test_no_request_leaves_the_machine_and_no_script_fails(pages):
     assert pages['blocked'] == []
     assert pages['errors'] == []
 
 
+@pytest.mark.slow
 def test_every_page_has_a_screenshot(pages, book):
     for name in PAGES:
         shot = book['shots'] / f'{name}.png'
         assert shot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', CHAPTERS)
 def test_images_load_and_the_chapter_figures_are_shown(pages, name):
     facts = pages['facts'][name]
@@ -158,6 +164,7 @@ def test_images_load_and_the_chapter_figures_are_shown(pages, name):
         assert Path(target).name in shown, f'{name}: {target} not shown'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', CHAPTERS)
 def test_formulas_are_rendered(pages, name):
     facts = pages['facts'][name]
@@ -171,6 +178,7 @@ def test_formulas_are_rendered(pages, name):
     assert facts['maths'] == formulas
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', CHAPTERS)
 def test_every_cell_that_prints_shows_its_output(pages, book, name):
     nb = executed_notebooks(book['cache'])[name]
@@ -189,6 +197,7 @@ def test_every_cell_that_prints_shows_its_output(pages, book, name):
     assert sum(c['output'] is not None for c in cells) > 0
 
 
+@pytest.mark.slow
 def test_library_source_is_shown_highlighted_with_its_file(pages):
     [cell] = [c for c in pages['facts']['conv-layer']['cells']
               if c['input'].strip() == 'd2lfcn.show_source(d2lfcn.corr2d)']
@@ -199,6 +208,7 @@ def test_library_source_is_shown_highlighted_with_its_file(pages):
     assert cell['keywords'] >= 3  # def, for, return: highlighted as Python
 
 
+@pytest.mark.slow
 def test_sidebar_and_previous_next_follow_the_reading_order(pages, book):
     urls = [(book['html'] / f'{name}.html').as_uri() for name in CHAPTERS]
     for i, name in enumerate(CHAPTERS):
@@ -208,6 +218,7 @@ def test_sidebar_and_previous_next_follow_the_reading_order(pages, book):
         assert facts['next'] == (urls[i + 1] if i + 1 < len(urls) else None)
 
 
+@pytest.mark.slow
 def test_internal_links_resolve_to_pages_and_anchors(pages, book):
     checked = 0
     for name in PAGES:
@@ -226,6 +237,7 @@ def test_internal_links_resolve_to_pages_and_anchors(pages, book):
     assert checked > 10 * len(CHAPTERS)
 
 
+@pytest.mark.slow
 def test_search_finds_the_chapters(pages, book):
     found = {Path(urlsplit(u).path).name for u in pages['facts']['search results']}
     assert 'transposed-conv.html' in found
@@ -249,6 +261,7 @@ def executed(stdout):
     return re.findall(r'^executing .*?(\w+)\.md', stdout, re.M)
 
 
+@pytest.mark.slow
 def test_rebuild_runs_only_the_edited_chapter_and_a_failure_keeps_the_old_book(tmp_path):
     chapters = tiny_book(tmp_path / 'chapters')
     args = ['--chapters-dir', chapters, '--out-dir', tmp_path / 'html',
@@ -277,23 +290,25 @@ def test_missing_figure_and_foreign_out_dir_fail_before_anything_runs(tmp_path):
     chapters = tiny_book(tmp_path / 'chapters')
     with open(chapters / 'first.md', 'a') as f:
         f.write('\n![A figure](../img/nowhere.png)\n')
-    proc = book_command('--chapters-dir', chapters, '--out-dir', tmp_path / 'html',
-                        '--cache-dir', tmp_path / 'cache', tmp=tmp_path, check=False)
-    assert proc.returncode == 2 and proc.stdout == ''
-    assert proc.stderr.startswith(f"error: {chapters / 'first.md'}, line 9: image "
-                                  '../img/nowhere.png not found')
-    assert proc.stderr.count('\n') == 1 and not (tmp_path / 'html').exists()
+    env = dict(HOME=str(tmp_path), D2LFCN_DATA=str(tmp_path / 'data'))
+    book = ['d2lfcn.book', '--chapters-dir', str(chapters), '--cache-dir',
+            str(tmp_path / 'cache')]
+    code, out, err = run_forked([*book, '--out-dir', str(tmp_path / 'html')], env)
+    assert code == 2 and out == ''
+    assert err.startswith(f"error: {chapters / 'first.md'}, line 9: image "
+                          '../img/nowhere.png not found')
+    assert err.count('\n') == 1 and not (tmp_path / 'html').exists()
 
     mine = tmp_path / 'mine'
     mine.mkdir()
     (mine / 'notes.txt').write_text('keep me')
     tiny_book(chapters)
-    proc = book_command('--chapters-dir', chapters, '--out-dir', mine,
-                        '--cache-dir', tmp_path / 'cache', tmp=tmp_path, check=False)
-    assert proc.returncode == 2 and 'is not a book built by d2lfcn.book' in proc.stderr
+    code, _, err = run_forked([*book, '--out-dir', str(mine)], env)
+    assert code == 2 and 'is not a book built by d2lfcn.book' in err
     assert (mine / 'notes.txt').read_text() == 'keep me'
 
 
+@pytest.mark.slow
 def test_a_formula_that_cannot_be_rendered_fails_the_build_at_its_paragraph(tmp_path):
     chapters = tiny_book(tmp_path / 'chapters')
     with open(chapters / 'second.md', 'a') as f:
@@ -313,3 +328,13 @@ def test_import_d2lfcn_loads_neither_the_book_builder_nor_its_toolchain():
     proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
                           text=True, check=True)
     assert proc.stdout == '[]\n'
+
+
+def test_formulas_become_mathml_when_the_book_is_built():
+    """The book's Sphinx configuration turns TeX into MathML: no MathJax from the web."""
+    from docutils import nodes
+    from d2lfcn.book import conf
+    mathml = conf._mathml(nodes.math(text='\\lceil n/32 \\rceil'), 'inline')
+    assert mathml.startswith('<math') and '&#x02308;' in mathml  # the left ceiling
+    assert '<mn>32</mn>' in mathml
+    assert 'display="block"' in conf._mathml(nodes.math_block(text='a^2'), 'block')

@@ -1,18 +1,13 @@
-"""Run every chapter's python blocks and check chapters contain no pasted outputs.
+"""Check the chapters' sources: no pasted outputs, the book's shape, no retyped library.
 
-Each chapters/*.md (picked up by glob, so new chapters are tested without
-editing this file) runs in its own subprocess: all of its ```python blocks in
-order, in one namespace, with cwd=chapters/, MPLBACKEND=Agg and D2LFCN_FAST=1.
-Allowed fences are ```python, ```bash and ```text-diagram (a drawn figure,
-never copied program output). HOME and D2LFCN_DATA point to a temporary
-folder, so running a chapter writes nothing to the real home directory.
+Every chapters/*.md is picked up by glob, so a new chapter is checked without
+editing this file. Allowed fences are ```python, ```bash and ```text-diagram
+(a drawn figure, never copied program output). The chapters are *run* once
+per suite, by tests/test_book.py's build of the book (fast mode), which
+stops at a failing cell with its chapter and line.
 """
 import ast
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,22 +17,10 @@ import d2lfcn
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_DIR = ROOT / 'chapters'
 CHAPTERS = sorted(CHAPTER_DIR.glob('*.md'))
-SKIP = set()  # chapter file names that cannot run here; keep empty
 ALLOWED_FENCES = {'python', 'bash', 'text-diagram'}
 FENCE = re.compile(r'^(\s*)(```|~~~)\s*([^`\s]*)')
 REPL_OUTPUT = re.compile(r'^\s*(>>>|Out\s*\[\d*\]|In\s*\[\d*\]:)')
 IMAGE = re.compile(r'!\[[^\]]*\]\(([^)\s]+)')
-
-# Executes blocks sent as JSON on stdin; each block is compiled with the
-# chapter's file name and padded to its line number, so a traceback points
-# at the failing line of the markdown file.
-RUNNER = r'''
-import json, sys
-path, blocks = json.load(sys.stdin)
-namespace = {'__name__': '__main__'}
-for first_line, code in blocks:
-    exec(compile('\n' * (first_line - 1) + code, path, 'exec'), namespace)
-'''
 
 
 def parse_blocks(text):
@@ -140,20 +123,3 @@ def test_chapter_imports_and_does_not_retype_the_library(chapter):
                 assert node.name not in public, (
                     f'{chapter.name} re-defines d2lfcn.{node.name}; show it '
                     'with d2lfcn.show_source instead')
-
-
-@pytest.mark.parametrize('chapter', CHAPTERS, ids=chapter_id)
-def test_chapter_runs(chapter, tmp_path):
-    if chapter.name in SKIP:
-        pytest.skip('listed in SKIP')
-    blocks, _ = parse_blocks(chapter.read_text(encoding='utf-8'))
-    code = [(first, c) for lang, first, c in blocks if lang == 'python']
-    env = dict(os.environ, MPLBACKEND='Agg', D2LFCN_FAST='1',
-               D2LFCN_DATA=str(tmp_path / 'data'), HOME=str(tmp_path),
-               PYTHONPATH=os.pathsep.join(
-                   [str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
-    proc = subprocess.run([sys.executable, '-c', RUNNER], cwd=CHAPTER_DIR, env=env,
-                          input=json.dumps([str(chapter), code]),
-                          capture_output=True, text=True, timeout=1200)
-    failed = proc.returncode != 0
-    assert not failed, f'{chapter.name} failed:\n' + proc.stderr[-4000:]

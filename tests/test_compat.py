@@ -58,6 +58,7 @@ def _import(code):
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_mxnet_needs_d2lfcn_first_on_new_numpy():
     alone = _import('import mxnet')
     if NEW_NUMPY:  # MXNet's own error, as README says

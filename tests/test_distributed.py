@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 
+import mxnet as mx
 import numpy as np
 import pytest
-from mxnet import nd
+from mxnet import gluon, nd
+from mxnet.gluon import nn
 
 from d2lfcn.model import bilinear_kernel, get_fcn
 
@@ -121,6 +123,7 @@ def _params(path):
     return {k: v.asnumpy() for k, v in nd.load(path).items()}
 
 
+@pytest.mark.slow
 def test_workers_end_with_identical_parameters(dist_run):
     out, _, _ = dist_run
     workers = [_params(os.path.join(out, f'worker-{r}', 'last.params'))
@@ -139,6 +142,7 @@ def test_workers_end_with_identical_parameters(dist_run):
     assert np.abs(chief['features.0.running_mean']).max() > 0
 
 
+@pytest.mark.slow
 def test_workers_together_see_each_training_image_once(dist_run, dist_voc_dir):
     out, _, _ = dist_run
     with open(os.path.join(dist_voc_dir, 'ImageSets', 'Segmentation', 'train.txt')) as f:
@@ -153,6 +157,7 @@ def test_workers_together_see_each_training_image_once(dist_run, dist_voc_dir):
     assert sorted(seen) == sorted(names)
 
 
+@pytest.mark.slow
 def test_rank_zero_writes_the_run_and_scores_the_whole_validation_set(dist_run,
                                                                       dist_voc_dir):
     out, logs, _ = dist_run
@@ -207,6 +212,7 @@ def test_kvstore_without_its_environment_is_one_line(role, kvstore, message, dis
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_an_error_every_worker_meets_ends_the_whole_cluster(dist_voc_dir, tmp_path):
     """Too large a batch for the shards: each worker says so, and nothing waits on."""
     codes, logs = _train_on_cluster(tmp_path, dist_voc_dir, str(tmp_path / 'out'),
@@ -217,6 +223,7 @@ def test_an_error_every_worker_meets_ends_the_whole_cluster(dist_voc_dir, tmp_pa
                                    'images for each of 2 workers; use a smaller one\n')
 
 
+@pytest.mark.slow
 def test_diverging_workers_stop_with_one_line(dist_voc_dir, tmp_path):
     """A NaN loss may show on workers a step apart: each leaves at once, exit 2."""
     out = tmp_path / 'out'
@@ -227,3 +234,43 @@ def test_diverging_workers_stop_with_one_line(dist_voc_dir, tmp_path):
         last = logs[name].splitlines()[-1]
         assert last.startswith('error: the loss became') and 'try a smaller --lr' in last
     assert not (out / 'state.json').exists()
+
+
+# --- the plug-in itself, in this process, on MXNet's local kvstore -------------
+
+class _Batches:
+    served = [2, 0]  # dataset indices a ShardBatchSampler handed out this epoch
+
+
+class _Examples:
+    examples = [(f'/data/JPEGImages/img{i}.jpg', None, 0, 0) for i in range(3)]
+
+
+def test_workers_plug_in_sums_averages_and_records_through_the_callbacks(tmp_path):
+    from d2lfcn.distributed import OneMachine, Workers, placement
+    assert type(placement('device')) is OneMachine
+    workers = Workers('dist_sync')
+    workers.kv = mx.kv.create('local')  # a cluster of one, with the same calls
+    workers.rank, workers.num_workers = 1, 2
+    workers._dir = str(tmp_path / 'worker-1')
+    # Rank 1 shuffles with its own stream and scores every second image only.
+    assert workers.seed(0) != 0 and OneMachine().seed(0) == 0
+    assert list(workers.shard(gluon.data.SimpleDataset(list(range(5))))) == [3, 4]
+    conf = np.arange(9).reshape(3, 3)
+    np.testing.assert_array_equal(workers.reduce(conf), conf)  # one worker: its own sum
+    assert workers.reduce(conf).dtype == np.int64
+    # BatchNorm statistics: the mean over devices (and workers), for every copy.
+    net = nn.BatchNorm(in_channels=2)
+    net.initialize(ctx=[mx.cpu(0), mx.cpu(1)])
+    net.running_mean.list_data()[0][:] = nd.array([1.0, 3.0])
+    net.running_mean.list_data()[1][:] = nd.array([3.0, 5.0])
+    workers.on_epoch_trained(net)
+    for copy in net.running_mean.list_data():
+        # Summed over the one real worker and divided by the two it was told of.
+        np.testing.assert_allclose(copy.asnumpy(), [1.0, 2.0])
+    workers.watch(net, _Examples(), _Batches(), 0)
+    workers.on_epoch_end({'epoch': 1})
+    with open(tmp_path / 'worker-1' / 'examples.json') as f:
+        assert json.load(f) == {'1': ['img2', 'img0']}
+    saved = nd.load(str(tmp_path / 'worker-1' / 'last.params'))
+    np.testing.assert_allclose(saved['running_mean'].asnumpy(), [1.0, 2.0])

@@ -85,6 +85,7 @@ def run_dir(tmp_path_factory):
     return net, folder
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path, run_dir):
     net, folder = run_dir
     out = tmp_path / 'deploy'

@@ -15,41 +15,29 @@ with the helpers of `_Maker` and returns the argv: a module name and its
 flags, or a function and its arguments (run inside `run_cli`, as a command
 would). To add a fault, add a row.
 
-Running each row as `python -m` would cost 2-3 s of imports; instead this
-process imports d2lfcn once and forks a child per row, which runs the module
-as `__main__` (exactly what `python -m` does) with file descriptors 1 and 2
-redirected to files, so C-level output and crashes are seen as a user would
-see them.
+Each row runs in a forked child of this process (tests/forkrun.py), as
+`python -m` would run it, without paying for the imports every time.
 """
 import ctypes
 import dataclasses
 import io
 import os
-import runpy
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tarfile
-import tempfile
 import threading
 import time
-import traceback
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import d2lfcn.predict  # noqa: F401  (imported here once, so every child starts warm)
-import d2lfcn.train  # noqa: F401
 from d2lfcn import download as dl
 from d2lfcn import voc
-from d2lfcn.cli import run_cli
 
 from bombs import jpeg_claiming, png_claiming  # tests/bombs.py
-
-ROW_TIMEOUT = 300  # seconds; a hung row fails instead of hanging the suite
+from forkrun import run_forked  # tests/forkrun.py
 
 
 # --------------------------------------------------------------- the runner
@@ -74,72 +62,6 @@ def _drop_dac_override():
         setattr(data[0], field, getattr(data[0], field) & keep)
     if libc.capset(ctypes.byref(header), data) != 0:
         raise OSError(ctypes.get_errno(), 'capset')
-
-
-def _child(argv, env, in_child, cwd, out_fd, err_fd):
-    """Run one row in this forked process; never return."""
-    code = 1
-    try:
-        os.dup2(out_fd, 1)
-        os.dup2(err_fd, 2)
-        # The streams a `python -m` process would have, in this locale.
-        sys.stdout = open(1, 'w', encoding=sys.__stdout__.encoding,
-                          errors=sys.__stdout__.errors, closefd=False)
-        sys.stderr = open(2, 'w', encoding=sys.__stderr__.encoding,
-                          errors=sys.__stderr__.errors, closefd=False)
-        os.chdir(cwd)
-        os.environ.update(env)
-        for fn in in_child:
-            fn()
-        try:
-            if callable(argv[0]):
-                run_cli(lambda _: argv[0](*argv[1:]))
-            else:
-                sys.argv = list(argv)
-                sys.modules.pop(argv[0], None)  # run it afresh as __main__, like -m
-                runpy.run_module(argv[0], run_name='__main__', alter_sys=True)
-            code = 0
-        except SystemExit as e:
-            if e.code is None or isinstance(e.code, int):
-                code = e.code or 0
-            else:
-                sys.stderr.write(f'{e.code}\n')
-        except BaseException:  # what the interpreter would print
-            traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-
-
-def run_forked(argv, env=None, in_child=(), cwd='.'):
-    """Run argv (module name + flags, or function + arguments) in a forked child.
-
-    Returns (exit code, stdout, stderr); a signal gives a negative exit code.
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _child(argv, env or {}, in_child, cwd, out.fileno(), err.fileno())
-        deadline = time.monotonic() + ROW_TIMEOUT
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                pytest.fail(f'{argv[0]} did not finish within {ROW_TIMEOUT} s')
-            time.sleep(0.01)
-        out.seek(0)
-        err.seek(0)
-        return (os.waitstatus_to_exitcode(status),
-                out.read().decode('utf-8', 'backslashreplace'),
-                err.read().decode('utf-8', 'backslashreplace'))
 
 
 def _tree(root):

@@ -41,6 +41,7 @@ def run(args, tmp_path, **kwargs):
                           timeout=1200, **kwargs)
 
 
+@pytest.mark.slow
 def test_fast_run_draws_exactly_the_chapter_figures(tmp_path):
     wanted = referenced_images()
     assert len(wanted) >= 10

@@ -68,6 +68,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert not list(tmp_path.glob('*.ipynb'))
 
 
+@pytest.mark.slow
 def test_generated_notebook_runs_in_jupyter(tmp_path, monkeypatch):
     from nbclient import NotebookClient
     out = tmp_path / 'notebooks'
@@ -91,6 +92,7 @@ def test_generated_notebook_runs_in_jupyter(tmp_path, monkeypatch):
     assert Path(module).resolve() == ROOT / 'd2lfcn' / '__init__.py'
 
 
+@pytest.mark.slow
 def test_execute_saves_outputs_and_a_failure_names_the_line(tmp_path, capsys):
     from d2lfcn.cli import run_cli
     chapter = tmp_path / 'tiny.md'

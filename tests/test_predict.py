@@ -151,6 +151,7 @@ def _jpeg(folder, name, h=50, w=70):
     return path
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path, params, fcn):
     img = _jpeg(tmp_path, 'cat.jpg')
     out = tmp_path / 'out'
@@ -167,6 +168,7 @@ def test_cli_end_to_end(tmp_path, params, fcn):
     assert cv2.imread(str(out / 'cat_overlay.png')).shape == (50, 70, 3)
 
 
+@pytest.mark.slow
 def test_cli_file_names_that_are_not_utf8(tmp_path, params, fcn):
     # cv2.imread/imwrite crashed on these names (segmentation fault).
     img = str(tmp_path / os.fsdecode(b'bad\xffname.jpg'))

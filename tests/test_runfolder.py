@@ -1,14 +1,14 @@
 """Test the run folder: resume after any crash, one run at a time, nothing stale.
 
-Real `python -m d2lfcn.train` processes are stopped at chosen points of an
-epoch's save ($D2LFCN_KILL_AT, the test hook in d2lfcn.runfolder) and at
-varying moments with SIGKILL, and resumed; every resumed run must end with
-the losses of an uninterrupted one.
+Real `python -m d2lfcn.train` processes (forked from this one, warm: see
+tests/forkrun.py) are stopped at chosen points of an epoch's save
+($D2LFCN_KILL_AT, the test hook in d2lfcn.runfolder) and at varying moments
+with SIGKILL, and resumed; every resumed run must end with the losses of an
+uninterrupted one.
 """
 import csv
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -18,11 +18,14 @@ import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import gluon, nd
+from mxnet.gluon import nn
 
 from d2lfcn.download import file_sha1
 from d2lfcn.model import get_fcn
 from d2lfcn.runfolder import RunFolder
 from d2lfcn.loop import SegmentationLoss, train_batch
+
+from forkrun import Forked, run_forked  # tests/forkrun.py
 
 TINY = ['--no-pretrained-base', '--crop-size', '64', '64', '--batch-size', '4',
         '--num-workers', '0', '--momentum', '0.9', '--lr-schedule', 'poly']
@@ -31,13 +34,11 @@ EPOCHS = 3
 
 def _train(voc_dir, out, *extra, env=None, wait=True):
     """Start (or run to its end) a training process; return it."""
-    argv = [sys.executable, '-m', 'd2lfcn.train', '--data-dir', voc_dir, '--out-dir',
-            str(out), '--num-epochs', str(EPOCHS), *TINY, *extra]
-    env = dict(os.environ, OMP_NUM_THREADS='1', **(env or {}))
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    argv = ['d2lfcn.train', '--data-dir', voc_dir, '--out-dir', str(out),
+            '--num-epochs', str(EPOCHS), *TINY, *extra]
+    proc = Forked(argv, env)
     if wait:
-        proc.out, proc.err = proc.communicate(timeout=300)
+        proc.out, proc.err = proc.communicate()
     return proc
 
 
@@ -77,6 +78,7 @@ def uninterrupted(small_voc_dir, tmp_path_factory):
     return _losses(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('point', ['params', 'states', 'state', 'publish'])
 def test_killed_between_two_writes_resumes_to_the_same_losses(point, small_voc_dir,
                                                               tmp_path, uninterrupted):
@@ -107,6 +109,7 @@ def _kill_during_a_save(proc, out, delay):
     proc.communicate()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('delay', [0.0, 0.1, 0.3])
 def test_sigkill_at_varying_moments_of_a_save_resumes(delay, small_voc_dir, tmp_path,
                                                       uninterrupted):
@@ -121,6 +124,7 @@ def test_sigkill_at_varying_moments_of_a_save_resumes(delay, small_voc_dir, tmp_
     _assert_tidy(out)
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_save_completes_it_then_stops(small_voc_dir, tmp_path,
                                                        uninterrupted):
     out = tmp_path / 'out'
@@ -134,6 +138,7 @@ def test_sigterm_during_a_save_completes_it_then_stops(small_voc_dir, tmp_path,
     np.testing.assert_allclose(_losses(out), uninterrupted, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_one_run_at_a_time_and_a_killed_holder_frees_the_folder(small_voc_dir, tmp_path):
     out = tmp_path / 'out'
     holder = subprocess.Popen(
@@ -155,6 +160,7 @@ def test_one_run_at_a_time_and_a_killed_holder_frees_the_folder(small_voc_dir, t
     assert not (out / '.lock').exists()
 
 
+@pytest.mark.slow
 def test_a_new_run_replaces_the_old_only_once_it_has_an_epoch(small_voc_dir, tmp_path):
     out = tmp_path / 'out'
     assert _train(small_voc_dir, out, '--num-epochs', '1', '--arch', 'fcn16s').returncode == 0
@@ -183,6 +189,7 @@ def test_a_new_run_replaces_the_old_only_once_it_has_an_epoch(small_voc_dir, tmp
     assert 'score16.weight' not in nd.load(str(out / 'best.params'))  # the new fcn32s
 
 
+@pytest.mark.slow
 def test_stale_temporary_files_are_removed_by_the_next_run(small_voc_dir, tmp_path):
     out = tmp_path / 'out'
     assert _train(small_voc_dir, out, '--num-epochs', '1').returncode == 0
@@ -194,6 +201,7 @@ def test_stale_temporary_files_are_removed_by_the_next_run(small_voc_dir, tmp_pa
     _assert_tidy(out)
 
 
+@pytest.mark.slow
 def test_damaged_state_json_is_one_line(small_voc_dir, tmp_path):
     out = tmp_path / 'out'
     assert _train(small_voc_dir, out, '--num-epochs', '1').returncode == 0
@@ -219,6 +227,7 @@ def test_damaged_state_json_is_one_line(small_voc_dir, tmp_path):
         assert _snapshot(out) == before, what
 
 
+@pytest.mark.slow
 def test_a_folder_written_before_checkpoints_resumes_predicts_and_exports(small_voc_dir,
                                                                           tmp_path):
     """The layout of d2lfcn 0.1 before checkpoints/: last.*, best.params, state.json."""
@@ -253,13 +262,13 @@ def test_a_folder_written_before_checkpoints_resumes_predicts_and_exports(small_
     for command in (['d2lfcn.predict', os.path.join(small_voc_dir, 'JPEGImages',
                                                     'synth_000000.jpg')],
                     ['d2lfcn.export']):
-        done = subprocess.run([sys.executable, '-m', *command, '--params',
-                               str(out / 'best.params'), '--out-dir', str(tmp_path / 'o')],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+        code, _, err = run_forked([*command, '--params', str(out / 'best.params'),
+                                   '--out-dir', str(tmp_path / 'o')])
+        assert code == 0, err
 
 
 
+@pytest.mark.slow
 def test_a_bad_image_met_mid_run_leaves_the_previous_run_whole(small_voc_dir,
                                                                small_voc_copy, tmp_path):
     """A fresh run that fails in its first epoch must not cost the old run anything."""
@@ -283,3 +292,48 @@ def test_a_bad_image_met_mid_run_leaves_the_previous_run_whole(small_voc_dir,
     assert _snapshot(out) == before
     proc = _train(small_voc_dir, out, '--num-epochs', '2', '--resume')
     assert proc.returncode == 0, proc.err
+
+
+# --- the folder itself, in this process ---------------------------------------
+
+def _row(epoch, miou):
+    return dict(epoch=epoch, loss=1.0 / epoch, train_acc=0.5, test_acc=0.6, test_miou=miou,
+                lr=0.1, seconds=1.0)
+
+
+def test_saved_epochs_are_what_resume_reads_and_the_stable_names_follow(tmp_path):
+    net = nn.Dense(2, in_units=3)
+    net.initialize()
+    trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.1,
+                                                          'momentum': 0.9})
+    folder = RunFolder(str(tmp_path / 'new' / 'out'))
+    folder.lock()
+    history = []
+    for epoch, miou in ((1, 0.4), (2, 0.3)):
+        history.append(_row(epoch, miou))
+        state = dict(epoch=epoch, best_miou=0.4, best_epoch=1, baseline=None,
+                     arch='fcn32s', run_id='abc')
+        folder.save_epoch(net, trainer, state, history, {'seed': 0}, is_best=epoch == 1)
+        net.weight.set_data(net.weight.data() + 1)  # epoch 2's weights differ
+    folder.unlock()
+    out = tmp_path / 'new' / 'out'
+    _assert_tidy(str(out))
+    state = RunFolder(str(out)).read_state()
+    assert (state['epoch'], state['best_epoch'], state['args']) == (2, 1, {'seed': 0})
+    params, states = RunFolder(str(out)).checkpoint_files(state)
+    assert os.path.samefile(params, out / 'last.params')
+    assert os.path.samefile(states, out / 'last.states')
+    # best.params is epoch 1's file, kept while epoch 2 was saved.
+    assert os.path.samefile(out / 'best.params', out / state['checkpoint']['best'])
+    assert not np.array_equal(nd.load(str(out / 'best.params'))['weight'].asnumpy(),
+                              nd.load(str(out / 'last.params'))['weight'].asnumpy())
+    assert _losses(str(out)) == [1.0, 0.5]
+    assert not (out / '.lock').exists()
+
+
+def test_a_folder_the_run_made_goes_again_if_nothing_was_saved(tmp_path):
+    folder = RunFolder(str(tmp_path / 'a' / 'b'))
+    folder.lock()
+    assert (tmp_path / 'a' / 'b' / '.lock').is_file()
+    folder.unlock()
+    assert not (tmp_path / 'a').exists()

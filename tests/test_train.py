@@ -173,6 +173,7 @@ def _train_batches(devices, batches, mode):
     return sums, [p.data(devices[0]).asnumpy() for p in net.collect_params().values()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('num_devices', [1, 2])
 def test_loss_and_accuracy_in_one_static_graph_trains_as_d2ls_loop(num_devices):
     """train_batch through LossAndAccuracy = net, then loss, as D2L's loop does."""
@@ -333,6 +334,7 @@ def test_run_writes_every_file(two_epoch_run, small_voc_dir):
     assert not [f for f in os.listdir(out) if f.startswith('.')]  # no temp files
 
 
+@pytest.mark.slow
 def test_static_memory_trains_as_an_unhybridized_network(two_epoch_run, small_voc_dir,
                                                           tmp_path, capsys):
     """The command's static graphs (and the switch to whole images) change no score."""
@@ -389,6 +391,7 @@ def test_saved_model_reproduces_whole_image_scores(two_epoch_run, small_voc_dir)
     assert float(row['whole_miou']) == pytest.approx(scores['mean_iou'], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_repeats_an_uninterrupted_run(two_epoch_run, small_voc_dir, tmp_path, capsys,
                                             monkeypatch):
     from d2lfcn.runfolder import RunFolder
@@ -419,6 +422,7 @@ def test_resume_repeats_an_uninterrupted_run(two_epoch_run, small_voc_dir, tmp_p
     assert code == 2 and 'larger --num-epochs' in err
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(small_voc_dir, tmp_path, capsys):
     out = str(tmp_path / 'out')
     base = ['--data-dir', small_voc_dir, '--out-dir', out, *TINY]
@@ -452,6 +456,7 @@ def test_a_batch_smaller_than_the_device_count_is_refused(small_voc_dir, tmp_pat
                     SegmentationLoss(), trainer, [mx.cpu(0), mx.cpu(1)])
 
 
+@pytest.mark.slow
 def test_two_cpu_contexts(small_voc_dir, tmp_path, capsys, monkeypatch):
     """D2L's multi-device path (split_and_load) end to end, on two CPU contexts.
 
@@ -480,6 +485,7 @@ def test_two_cpu_contexts(small_voc_dir, tmp_path, capsys, monkeypatch):
     assert acc == f'{(labels == 0).mean():.3f}'
 
 
+@pytest.mark.slow
 def test_worker_processes_repeat_the_single_process_run(two_epoch_run, small_voc_dir,
                                                          tmp_path, capsys):
     """Crops are seeded in the main process, so forked workers change nothing."""
@@ -491,6 +497,7 @@ def test_worker_processes_repeat_the_single_process_run(two_epoch_run, small_voc
         assert float(mine['loss']) == pytest.approx(float(ref['loss']), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_demo_recipe_with_explicit_flags_winning(tmp_path, capsys, monkeypatch):
     """--demo generates the embedded set, trains from scratch; flags override it."""
     from d2lfcn import synthetic
@@ -574,6 +581,7 @@ def test_user_errors_are_one_line_and_write_nothing(argv, message, tmp_path, cap
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_module_runs_as_a_command(tmp_path):
     """`python -m d2lfcn.train` works, with MXNet's threads set for this machine."""
     env = dict(os.environ)
@@ -585,6 +593,7 @@ def test_module_runs_as_a_command(tmp_path):
     assert proc.stderr.startswith('error: --crop-size 1 1') and proc.stderr.count('\n') == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_saving_completes_the_checkpoint(small_voc_dir, tmp_path, capsys,
                                                       monkeypatch):
     """Ctrl-C during a save takes effect after it: the run stays resumable."""
@@ -609,6 +618,7 @@ def test_ctrl_c_while_saving_completes_the_checkpoint(small_voc_dir, tmp_path, c
     assert code == 0 and [e[0] for e in EPOCH_LINE.findall(text)] == ['2']
 
 
+@pytest.mark.slow
 def test_resume_detects_a_checkpoint_from_another_epoch(small_voc_dir, tmp_path, capsys):
     out = tmp_path / 'out'
     base = ['--data-dir', small_voc_dir, '--out-dir', str(out), *TINY]
@@ -644,6 +654,7 @@ def test_shard_batches_split_the_training_set_into_equal_disjoint_shards():
     assert len(set(served)) == len(served) == 8
 
 
+@pytest.mark.slow
 def test_arch_is_recorded_and_resuming_keeps_it(small_voc_dir, tmp_path, capsys):
     out = tmp_path / 'out'
     base = ['--data-dir', small_voc_dir, '--out-dir', str(out), *TINY]

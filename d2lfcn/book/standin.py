@@ -15,7 +15,7 @@ from mxnet.gluon.model_zoo import vision
 
 from ..classifier import imagenet_classes, pretrained_classifier
 from ..model import backbone_file
-from ..synthetic import _read_params, demo_voc_dir
+from ..synthetic import read_params, demo_voc_dir
 from ..utils import UserError, atomic_path, default_data_dir, why_write_failed
 from ..voc import VOC_CLASSES, find_voc_dir
 from ..voc import voc_examples
@@ -126,7 +126,7 @@ def _standin_key(voc_dir, standin_kwargs):
     bound.apply_defaults()
     args = {k: v for k, v in bound.arguments.items() if k not in ('voc_dir', 'verbose')}
     # A generated set is named by its parameters, any other folder by its path.
-    dataset = _read_params(voc_dir) or os.path.realpath(voc_dir)
+    dataset = read_params(voc_dir) or os.path.realpath(voc_dir)
     info = dict(args, dataset=dataset, classes=STANDIN_CLASSES, version=_STANDIN_VERSION)
     digest = hashlib.sha1(json.dumps(info, sort_keys=True).encode()).hexdigest()[:8]
     return f'standin-resnet18_v2-{digest}', info

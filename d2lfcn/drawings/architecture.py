@@ -6,7 +6,7 @@ arithmetic `get_fcn` builds. Explained in chapters/fcn.md.
 import numpy as np
 
 from ..conv import conv_output_shape, transposed_conv_output_shape
-from .canvas import _patches, _plt
+from .canvas import patches, pyplot
 
 __all__ = ['draw_fcn_architecture', 'draw_fcn_variants']
 
@@ -14,11 +14,11 @@ __all__ = ['draw_fcn_architecture', 'draw_fcn_variants']
 def _box3d(ax, x, y, w, h, d, color, label=None, below=None):
     """Draw a feature map as a slab: front w x h at (x, y) and depth d receding up-right."""
     dx, dy = 0.6 * d, 0.45 * d
-    face = _patches().Rectangle((x, y), w, h, facecolor=color, edgecolor='#333333')
-    top = _patches().Polygon([(x, y + h), (x + dx, y + h + dy), (x + w + dx, y + h + dy),
+    face = patches().Rectangle((x, y), w, h, facecolor=color, edgecolor='#333333')
+    top = patches().Polygon([(x, y + h), (x + dx, y + h + dy), (x + w + dx, y + h + dy),
                             (x + w, y + h)], facecolor=color, edgecolor='#333333',
                            alpha=0.75)
-    side = _patches().Polygon([(x + w, y), (x + w + dx, y + dy), (x + w + dx, y + h + dy),
+    side = patches().Polygon([(x + w, y), (x + w + dx, y + dy), (x + w + dx, y + h + dy),
                              (x + w, y + h)], facecolor=color, edgecolor='#333333',
                             alpha=0.55)
     for patch in (side, top, face):
@@ -53,7 +53,7 @@ def draw_fcn_architecture(height=320, width=480, num_classes=21):
         stages.append((channels, shape))
     fh, fw = shape
     oh, ow = transposed_conv_output_shape((fh, fw), 64, strides=32, padding=16)
-    fig, ax = _plt().subplots(figsize=(14, 4.4))
+    fig, ax = pyplot().subplots(figsize=(14, 4.4))
     ax.set_xlim(0, 34.5)
     ax.set_ylim(-2.6, 7.0)
     ax.set_aspect('equal')
@@ -107,7 +107,7 @@ def _encoder_shapes(height, width):
 
 def _node(ax, x, level, name, text, color):
     """Draw a feature map as a box at stride 2**level: its name above, its shape inside."""
-    ax.add_patch(_patches().FancyBboxPatch((x - 0.45, -level - 0.36), 0.9, 0.72,
+    ax.add_patch(patches().FancyBboxPatch((x - 0.45, -level - 0.36), 0.9, 0.72,
                                            boxstyle='round,pad=0.02', facecolor=color,
                                            edgecolor='#333333'))
     ax.text(x, -level, text, ha='center', va='center', fontsize=8, linespacing=1.1)
@@ -136,7 +136,7 @@ def draw_fcn_variants(height=320, width=480, num_classes=21):
     """
     encoder = _encoder_shapes(height, width)
     c = num_classes
-    fig, axes = _plt().subplots(3, 1, figsize=(8.8, 8.4))
+    fig, axes = pyplot().subplots(3, 1, figsize=(8.8, 8.4))
     for row, (ax, finest) in enumerate(zip(axes, (32, 16, 8))):
         ax.set_xlim(-1.3, 10.5)
         ax.set_ylim(-5.5, 1.0)

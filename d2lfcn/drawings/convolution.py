@@ -9,7 +9,8 @@ from mxnet import nd
 
 from ..conv import (conv_layers, conv_output_shape, corr2d, corr2d_multi_in,
                     corr2d_multi_in_out, receptive_field)
-from .canvas import _PALETTE, _PLAIN, _canvas, _fmt, _grid, _pair, _patches, _plt, sample_photo
+from .canvas import (PALETTE, PLAIN, canvas, fmt, grid, pair, patches, pyplot,
+                     sample_photo)
 
 __all__ = ['draw_conv', 'draw_conv_multi_in', 'draw_conv_multi_out', 'draw_receptive_field']
 
@@ -21,14 +22,14 @@ _ZERO_FILL = {1: '#d9d9d9', 2: '#fff2cc'}        # padding zeros, inserted zeros
 
 
 def _outline(ax, x, y, w, h, color):
-    ax.add_patch(_patches().Rectangle((x, y), w, h, fill=False, edgecolor=color,
+    ax.add_patch(patches().Rectangle((x, y), w, h, fill=False, edgecolor=color,
                                       linewidth=3.5, zorder=5))
 
 
 def _products(window, kernel):
     """Return 'a×b + c×d + ... = s' for one window and the kernel, row by row."""
-    terms = ' + '.join(f'{_fmt(a)}×{_fmt(b)}' for a, b in zip(window.ravel(), kernel.ravel()))
-    return f'{terms} = {_fmt((window * kernel).sum())}'
+    terms = ' + '.join(f'{fmt(a)}×{fmt(b)}' for a, b in zip(window.ravel(), kernel.ravel()))
+    return f'{terms} = {fmt((window * kernel).sum())}'
 
 
 def draw_conv(X=_EXAMPLE_X, K=_EXAMPLE_K, padding=0, strides=1, highlight=((0, 0),),
@@ -41,7 +42,7 @@ def draw_conv(X=_EXAMPLE_X, K=_EXAMPLE_K, padding=0, strides=1, highlight=((0, 0
     `stretch_input`). Explained in chapters/conv-layer.md.
     """
     X, K = np.asarray(X, dtype=np.float32), np.asarray(K, dtype=np.float32)
-    (ph, pw), (sh, sw) = _pair(padding), _pair(strides)
+    (ph, pw), (sh, sw) = pair(padding), pair(strides)
     P = np.pad(X, ((ph, ph), (pw, pw)))
     kind = np.pad(np.zeros(X.shape, int) if kinds is None else np.asarray(kinds),
                   ((ph, ph), (pw, pw)), constant_values=1)
@@ -50,20 +51,20 @@ def draw_conv(X=_EXAMPLE_X, K=_EXAMPLE_K, padding=0, strides=1, highlight=((0, 0
     (n_h, n_w), (k_h, k_w), (o_h, o_w) = P.shape, K.shape, out.shape
     width = 1 + n_w + 1.5 + k_w + 1.5 + o_w + 1
     height = 1.5 + max(n_h, 3) + 0.5 + 0.8 * len(highlight) + 1.2
-    fig, ax = _canvas(max(width, 14), height)
+    fig, ax = canvas(max(width, 14), height)
     top, mid = 1.5, 1.5 + n_h / 2
-    fills = [[_ZERO_FILL.get(k, _PLAIN) for k in row] for row in kind]
+    fills = [[_ZERO_FILL.get(k, PLAIN) for k in row] for row in kind]
     title = input_title or ('input' + (f', padding {padding}' if padding else ''))
-    _grid(ax, P, 1, top, fills, title)
+    grid(ax, P, 1, top, fills, title)
     ax.text(1 + n_w + 0.75, mid, '⋆', ha='center', va='center', fontsize=30)
     x_k = 1 + n_w + 1.5
-    _grid(ax, K, x_k, mid - k_h / 2, title=kernel_title)
+    grid(ax, K, x_k, mid - k_h / 2, title=kernel_title)
     ax.text(x_k + k_w + 0.75, mid, '=', ha='center', va='center', fontsize=16)
     x_o = x_k + k_w + 1.5
-    out_fill = [[_PLAIN] * o_w for _ in range(o_h)]
+    out_fill = [[PLAIN] * o_w for _ in range(o_h)]
     for n, (i, j) in enumerate(highlight):
         out_fill[i][j] = _WINDOWS[n]
-    _grid(ax, out, x_o, mid - o_h / 2, out_fill,
+    grid(ax, out, x_o, mid - o_h / 2, out_fill,
           'output' + (f', stride {strides}' if strides != 1 else ''))
     for n, (i, j) in enumerate(highlight):
         _outline(ax, 1 + j * sw, top + i * sh, k_w, k_h, _WINDOWS[n])
@@ -92,32 +93,32 @@ def draw_conv_multi_in(X=(_EXAMPLE_X, ((1, 2, 3), (4, 5, 6), (7, 8, 9))),
     row = n_h + 1.5
     width = 1 + n_w + 1.5 + k_w + 1.5 + o_w + 2 + o_w + 1
     height = 1.5 + c * row + 0.8 * c + 0.8
-    fig, ax = _canvas(max(width, 14), height)
+    fig, ax = canvas(max(width, 14), height)
     x_k = 1 + n_w + 1.5
     x_p = x_k + k_w + 1.5
     lines = []
     for ch in range(c):
         top = 1.5 + ch * row
         mid = top + n_h / 2
-        _grid(ax, X[ch], 1, top, title=f'input channel {ch}')
+        grid(ax, X[ch], 1, top, title=f'input channel {ch}')
         _outline(ax, 1, top, k_w, k_h, _WINDOWS[ch])
         ax.text(1 + n_w + 0.75, mid, '⋆', ha='center', va='center', fontsize=30)
-        _grid(ax, K[ch], x_k, mid - k_h / 2, title=f'kernel {ch}')
+        grid(ax, K[ch], x_k, mid - k_h / 2, title=f'kernel {ch}')
         ax.text(x_k + k_w + 0.75, mid, '=', ha='center', va='center', fontsize=16)
-        fill = [[_PLAIN] * o_w for _ in range(o_h)]
+        fill = [[PLAIN] * o_w for _ in range(o_h)]
         fill[0][0] = _WINDOWS[ch]
-        _grid(ax, parts[ch], x_p, mid - o_h / 2, fill)
+        grid(ax, parts[ch], x_p, mid - o_h / 2, fill)
         lines.append(_products(X[ch, :k_h, :k_w], K[ch]))
     mid = 1.5 + (c * row - 1.5) / 2
     ax.text(x_p + o_w + 1, mid, '→ sum', ha='center', va='center', fontsize=12)
-    fill = [[_PLAIN] * o_w for _ in range(o_h)]
+    fill = [[PLAIN] * o_w for _ in range(o_h)]
     fill[0][0] = '#cccccc'
-    _grid(ax, total, x_p + o_w + 2, mid - o_h / 2, fill, 'output')
+    grid(ax, total, x_p + o_w + 2, mid - o_h / 2, fill, 'output')
     for n, text in enumerate(lines):
         ax.text(1, 1.5 + c * row + 0.8 * n, f'channel {n}: {text}', color=_WINDOWS[n],
                 ha='left', va='center', fontsize=11)
     ax.text(1, 1.5 + c * row + 0.8 * c,
-            'output: ' + ' + '.join(_fmt(p[0, 0]) for p in parts) + f' = {_fmt(total[0, 0])}',
+            'output: ' + ' + '.join(fmt(p[0, 0]) for p in parts) + f' = {fmt(total[0, 0])}',
             ha='left', va='center', fontsize=11)
     return fig
 
@@ -138,16 +139,16 @@ def draw_conv_multi_out(X=(_EXAMPLE_X, ((1, 2, 3), (4, 5, 6), (7, 8, 9))),
     x_k = 1 + n_w + 2
     x_o = x_k + c_i * (k_w + 0.6) + 1.5
     width = x_o + o_w + 1
-    fig, ax = _canvas(max(width, 12), height)
+    fig, ax = canvas(max(width, 12), height)
     for ch in range(c_i):
-        _grid(ax, X[ch], 1, 1.5 + ch * (n_h + 1.2), title=f'input channel {ch}')
+        grid(ax, X[ch], 1, 1.5 + ch * (n_h + 1.2), title=f'input channel {ch}')
     for o in range(c_o):
         top = 1.5 + o * row
         for ch in range(c_i):
-            _grid(ax, K3[o, ch], x_k + ch * (k_w + 0.6), top,
-                  [[_PALETTE[o]] * k_w for _ in range(k_h)], f'K[{o}, {ch}]')
+            grid(ax, K3[o, ch], x_k + ch * (k_w + 0.6), top,
+                  [[PALETTE[o]] * k_w for _ in range(k_h)], f'K[{o}, {ch}]')
         ax.text(x_o - 0.75, top + k_h / 2, '→', ha='center', va='center', fontsize=14)
-        _grid(ax, Y[o], x_o, top, [[_PALETTE[o]] * o_w for _ in range(o_h)],
+        grid(ax, Y[o], x_o, top, [[PALETTE[o]] * o_w for _ in range(o_h)],
               f'output channel {o}')
     ax.text(1 + n_w + 1, 1.5 + (c_o * row - 1.3) / 2, '⋆', ha='center', va='center',
             fontsize=18)
@@ -169,7 +170,7 @@ def draw_receptive_field(height=320, width=480, cell=(5, 10), photo_origin=(60, 
     features = vision.resnet18_v2().features        # the architecture; no weights
     fields = receptive_field(conv_layers(features))
     stage_ends = [len(conv_layers(features[:i + 1])) for i in range(5, 9)]
-    plt = _plt()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(2, 1, figsize=(9, 10.5),
                                       gridspec_kw=dict(height_ratios=[1, 1.45]))
     layer = np.arange(1, len(fields) + 1)
@@ -200,17 +201,17 @@ def draw_receptive_field(height=320, width=480, cell=(5, 10), photo_origin=(60, 
     for stage, (end, color) in enumerate(zip(stage_ends, ['#ffff33', '#ff7f00', '#e41a1c',
                                                           '#984ea3']), 1):
         size = fields[end - 1][0]
-        right.add_patch(_patches().Rectangle((cx - (size - 1) / 2 - 0.5, cy - (size - 1) / 2 - 0.5),
+        right.add_patch(patches().Rectangle((cx - (size - 1) / 2 - 0.5, cy - (size - 1) / 2 - 0.5),
                                              size, size, fill=False, edgecolor=color, lw=2,
                                              label=f'stage {stage}: {size} x {size}'))
-    right.add_patch(_patches().Rectangle((cx - jump / 2, cy - jump / 2), jump, jump,
+    right.add_patch(patches().Rectangle((cx - jump / 2, cy - jump / 2), jump, jump,
                                          facecolor='white', edgecolor='black', lw=1, alpha=0.8,
                                          label=f'{jump} x {jump}: the stride between centres'))
     right.plot([cx], [cy], 'o', color='black', ms=4)
     pad = fields[-1][0] // 2 - min(height, width) // 2 + 20
     right.set_xlim(-pad, width + pad)
     right.set_ylim(height + pad, -pad)
-    right.add_patch(_patches().Rectangle((-0.5, -0.5), width, height, fill=False,
+    right.add_patch(patches().Rectangle((-0.5, -0.5), width, height, fill=False,
                                          edgecolor='black', lw=1, ls='--'))
     right.set_title(f'one stage-4 element of a {height} x {width} input: its field at each '
                     f'stage;\nwhite dots: the centres of all stage-4 elements, {jump} pixels apart',

@@ -7,7 +7,7 @@ import numpy as np
 from ..voc import (IGNORE_LABEL, VOC_CLASSES, VOC_COLORMAP, VOC_VOID_COLOR, read_voc_images,
                    voc_palette)
 from ..voc import voc_examples
-from .canvas import _patches, _plt
+from .canvas import patches, pyplot
 
 __all__ = ['draw_voc_legend', 'draw_voc_samples', 'object_regions', 'task_example',
            'draw_segmentation_tasks']
@@ -22,13 +22,13 @@ def draw_voc_legend():
     entries.append((255, 'void', VOC_VOID_COLOR))  # the band around objects
     cols = 3
     rows = -(-len(entries) // cols)
-    fig, ax = _plt().subplots(figsize=(11, 0.42 * rows + 0.3))
+    fig, ax = pyplot().subplots(figsize=(11, 0.42 * rows + 0.3))
     ax.set_xlim(0, cols)
     ax.set_ylim(rows, 0)
     ax.axis('off')
     for n, (index, name, rgb) in enumerate(entries):
         c, r = divmod(n, rows)
-        ax.add_patch(_patches().Rectangle((c + 0.02, r + 0.12), 0.12, 0.76,
+        ax.add_patch(patches().Rectangle((c + 0.02, r + 0.12), 0.12, 0.76,
                                         facecolor=np.array(rgb) / 255,
                                         edgecolor='#555555'))
         ax.text(c + 0.17, r + 0.5, f'{index:>3}  {name}', va='center', fontsize=10,
@@ -54,7 +54,7 @@ def draw_voc_samples(voc_dir, num=4, is_train=True):
     features, labels = read_voc_images(voc_dir, is_train, max_images=num)
     features = [f.asnumpy() for f in features]
     labels = [y.asnumpy() for y in labels]
-    fig, axes = _plt().subplots(3, len(features), figsize=(2.2 * len(features), 5.6),
+    fig, axes = pyplot().subplots(3, len(features), figsize=(2.2 * len(features), 5.6),
                              squeeze=False)
     rows = [('image', features), ('label', labels),
             ('overlay', [_blend(f, y) for f, y in zip(features, labels)])]
@@ -129,7 +129,7 @@ def draw_segmentation_tasks(image, ids, source):
     for k, (_, mask) in enumerate(regions):
         instances[mask] = np.array(to_rgb(_INSTANCE_COLORS[k % 8])) * 255
     height = 1.95 * ids.shape[0] / ids.shape[1] + 1.3    # inches: image, titles, legend
-    fig, axes = _plt().subplots(1, 4, figsize=(8, height))   # 8 inches fit a book page
+    fig, axes = pyplot().subplots(1, 4, figsize=(8, height))   # 8 inches fit a book page
     fig.subplots_adjust(left=0.01, right=0.99, wspace=0.05, top=1 - 0.75 / height,
                         bottom=0.45 / height)
     panels = [(image, 'image classification', ', '.join(names)),
@@ -142,7 +142,7 @@ def draw_segmentation_tasks(image, ids, source):
         ax.axis('off')
     for c, mask in regions:  # a detector's answer: the extent of each object
         ys, xs = np.nonzero(mask)
-        axes[1].add_patch(_patches().Rectangle(
+        axes[1].add_patch(patches().Rectangle(
             (xs.min() - 0.5, ys.min() - 0.5), xs.max() - xs.min() + 1,
             ys.max() - ys.min() + 1, fill=False, edgecolor='yellow', lw=2))
         axes[1].text(xs.min() + 1, ys.min() + 1, VOC_CLASSES[c], color='black', fontsize=7,
@@ -150,7 +150,7 @@ def draw_segmentation_tasks(image, ids, source):
     present = [0] + sorted({c for c, _ in regions})
     legend = [(VOC_CLASSES[c], VOC_COLORMAP[c]) for c in present]
     legend.append(('void (not a class)', VOC_VOID_COLOR))
-    fig.legend(handles=[_patches().Patch(facecolor=np.array(rgb) / 255, edgecolor='#555555',
+    fig.legend(handles=[patches().Patch(facecolor=np.array(rgb) / 255, edgecolor='#555555',
                                          label=name) for name, rgb in legend],
                loc='lower center', ncol=len(legend), fontsize=8, frameon=False,
                handlelength=1, columnspacing=1.2, title='semantic segmentation colours',

@@ -9,7 +9,7 @@ from mxnet import nd
 
 from ..conv import (conv_output_shape, kernel2matrix, stretch_input, trans_conv,
                     upsample_bilinear)
-from .canvas import _PALETTE, _canvas, _fmt, _grid, _pair, _plt, sample_photo
+from .canvas import PALETTE, canvas, fmt, grid, pair, pyplot, sample_photo
 from .convolution import draw_conv
 
 __all__ = ['draw_trans_conv', 'draw_trans_conv_as_conv', 'draw_conv_as_matrix',
@@ -38,11 +38,11 @@ def draw_trans_conv(X=((0, 1), (2, 3)), K=((0, 1), (2, 3)), strides=1, padding=0
     x_sum = x0 + grid_w + 1.2
     width = x_sum + f_w + (2.5 + out.shape[1] if padding else 0) + 1
     height = top + max(grid_h, n_h + k_h + 1.5) + (2.2 if padding else 1.6)
-    fig, ax = _canvas(width, height)
-    colors = [[_PALETTE[(i * n_w + j) % len(_PALETTE)] for j in range(n_w)]
+    fig, ax = canvas(width, height)
+    colors = [[PALETTE[(i * n_w + j) % len(PALETTE)] for j in range(n_w)]
               for i in range(n_h)]
-    _grid(ax, X, 1, top, colors, 'input')
-    _grid(ax, K, 1, top + n_h + 1.5, title='kernel')
+    grid(ax, X, 1, top, colors, 'input')
+    grid(ax, K, 1, top + n_h + 1.5, title='kernel')
     for i in range(n_h):
         for j in range(n_w):
             x, y = x0 + j * pitch_x, top + i * pitch_y
@@ -53,7 +53,7 @@ def draw_trans_conv(X=((0, 1), (2, 3)), K=((0, 1), (2, 3)), strides=1, padding=0
             placed[first_row:first_row + k_h, first_col:first_col + k_w] = True
             cell = [[colors[i][j] if placed[a, b] else 'white' for b in range(f_w)]
                     for a in range(f_h)]
-            _grid(ax, copy, x, y, cell, f'{_fmt(X[i, j])} x kernel', blank=~placed)
+            grid(ax, copy, x, y, cell, f'{fmt(X[i, j])} x kernel', blank=~placed)
             if j < n_w - 1:
                 ax.text(x + f_w + 0.6, y + f_h / 2, '+', ha='center', va='center',
                         fontsize=16)
@@ -66,11 +66,11 @@ def draw_trans_conv(X=((0, 1), (2, 3)), K=((0, 1), (2, 3)), strides=1, padding=0
         border = np.ones((f_h, f_w), dtype=bool)
         border[padding:f_h - padding + output_padding,
                padding:f_w - padding + output_padding] = False
-    _grid(ax, full, x_sum, mid - f_h / 2, title='sum' if padding else 'output', hatch=border)
+    grid(ax, full, x_sum, mid - f_h / 2, title='sum' if padding else 'output', hatch=border)
     if padding:
         ax.annotate('', xy=(x_sum + f_w + 2, mid), xytext=(x_sum + f_w + 0.3, mid),
                     arrowprops=dict(arrowstyle='->', lw=1.5))
-        _grid(ax, out, x_sum + f_w + 2.5, mid - out.shape[0] / 2, title='output')
+        grid(ax, out, x_sum + f_w + 2.5, mid - out.shape[0] / 2, title='output')
     caption = (f'transposed convolution: {n_h}x{n_w} input, {k_h}x{k_w} kernel, '
                f'stride {strides}, padding {padding}'
                + (f', output padding {output_padding}' if output_padding else '')
@@ -97,7 +97,7 @@ def draw_trans_conv_as_conv(X=((1, 2), (3, 4)), K=((0, 1, 2), (3, 4, 5), (6, 7, 
     Z = stretch_input(X, *args).asnumpy()
     element = stretch_input(nd.ones(X.shape), *args).asnumpy() > 0
     # Stretching an all-ones input with stride 1 marks where X's elements spread.
-    s_h, s_w = _pair(strides)
+    s_h, s_w = pair(strides)
     core = stretch_input(nd.ones(((X.shape[0] - 1) * s_h + 1, (X.shape[1] - 1) * s_w + 1)),
                          K.shape, 1, padding, output_padding).asnumpy() > 0
     kinds = np.where(element, 0, np.where(core, 2, 1))
@@ -128,26 +128,26 @@ def draw_conv_as_matrix(X=None, K=((1, 2), (3, 4))):
         for a in range(K.shape[0]):
             for b in range(K.shape[1]):
                 k_index[r, (i + a) * X.shape[1] + j + b] = a * K.shape[1] + b
-    cell = [[_PALETTE[k] if k >= 0 else 'white' for k in row] for row in k_index]
+    cell = [[PALETTE[k] if k >= 0 else 'white' for k in row] for row in k_index]
     blank = k_index < 0
     rows, cols = W.shape
     width = cols + 1 + 1 + 1 + 1 + 1 + 3 + rows + 1 + 1 + 1 + 1 + 1 + 2
     height = cols + 3.5
-    fig, ax = _canvas(width, height)
+    fig, ax = canvas(width, height)
     top = 1.5
     mid = top + cols / 2                      # the tall vectors set the midline
-    _grid(ax, W, 0.5, mid - rows / 2, cell, f'W ({rows} x {cols})', blank=blank)
+    grid(ax, W, 0.5, mid - rows / 2, cell, f'W ({rows} x {cols})', blank=blank)
     ax.text(cols + 1, mid, 'x', ha='center', va='center', fontsize=14)
-    _grid(ax, x, cols + 1.5, top, title='x')
+    grid(ax, x, cols + 1.5, top, title='x')
     ax.text(cols + 3, mid, '=', ha='center', va='center', fontsize=16)
-    _grid(ax, y, cols + 3.5, mid - rows / 2, title='y')
+    grid(ax, y, cols + 3.5, mid - rows / 2, title='y')
     left = cols + 7.5
     cell_t = [list(r) for r in zip(*cell)]
-    _grid(ax, W.T, left, top, cell_t, f'W.T ({cols} x {rows})', blank=blank.T)
+    grid(ax, W.T, left, top, cell_t, f'W.T ({cols} x {rows})', blank=blank.T)
     ax.text(left + rows + 0.5, mid, 'x', ha='center', va='center', fontsize=14)
-    _grid(ax, y, left + rows + 1, mid - rows / 2, title='y')
+    grid(ax, y, left + rows + 1, mid - rows / 2, title='y')
     ax.text(left + rows + 2.5, mid, '=', ha='center', va='center', fontsize=16)
-    _grid(ax, z, left + rows + 3, top, title='z')
+    grid(ax, z, left + rows + 3, top, title='z')
     ax.text((cols + 4.5) / 2, height - 0.5,
             f'convolution: {X.shape[0]}x{X.shape[1]} input x, row by row -> '
             f'{out_h}x{out_w} output y', ha='center', va='bottom', fontsize=11)
@@ -167,7 +167,7 @@ def draw_bilinear_upsampling(img=None, scale=2, zoom=(slice(170, 215), slice(175
     out = np.clip(np.round(out), 0, 255).astype(np.uint8)
     zy, zx = zoom
     big = (slice(zy.start * scale, zy.stop * scale), slice(zx.start * scale, zx.stop * scale))
-    fig, axes = _plt().subplots(2, 2, figsize=(6, 6.4))
+    fig, axes = pyplot().subplots(2, 2, figsize=(6, 6.4))
     panels = [(img, f'input {img.shape[0]} x {img.shape[1]}'),
               (out, f'transposed conv, stride {scale}: {out.shape[0]} x {out.shape[1]}'),
               (img[zy, zx], 'input, zoomed'), (out[big], 'output, same region')]
