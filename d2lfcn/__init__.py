@@ -45,3 +45,4 @@ from .classifier import *  # noqa: E402,F401,F403
 from .book.patches import *  # noqa: E402,F401,F403
 from .book.standin import *  # noqa: E402,F401,F403
 from .book.display import *  # noqa: E402,F401,F403
+from .book.glue import *     # noqa: E402,F401,F403

@@ -8,6 +8,7 @@ jupyter-cache. Every request the pages make is intercepted: only file:// and
 127.0.0.1 may be reached. Each page's full-page screenshot is saved under the
 test's temporary folder (python -m d2lfcn.book --screenshots DIR keeps them).
 """
+import ast
 import inspect
 import os
 import re
@@ -60,6 +61,7 @@ PAGE_FACTS = '''() => {
     maths: article ? article.querySelectorAll('math').length : 0,
     cells: cells,
     links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+    pasted: [...document.querySelectorAll('article .pasted-text')].map(e => e.textContent),
     sidebar: [...document.querySelectorAll('nav.bd-docs-nav a.reference')].map(a => a.href),
     prev: (document.querySelector('a.left-prev') || {}).href || null,
     next: (document.querySelector('a.right-next') || {}).href || null,
@@ -187,14 +189,49 @@ def test_every_cell_that_prints_shows_its_output(pages, book, name):
     cells = pages['facts'][name]['cells']
     assert len(cells) == len(code)
     for cell, page_cell in zip(code, cells):
-        images = sum('image/png' in o.get('data', {}) for o in cell.outputs)
-        assert (page_cell['output'] is not None) == bool(cell.outputs), cell.source
+        shown = [o for o in cell.outputs if 'scrapbook' not in o.get('metadata', {})]
+        images = sum('image/png' in o.get('data', {}) for o in shown)
+        assert (page_cell['output'] is not None) == bool(shown), cell.source
         assert page_cell['images'] == images, cell.source
-        for output in cell.outputs:
+        for output in shown:
             if output.output_type == 'stream':  # the last printed line is on the page
                 last = output.text.strip().splitlines()[-1].strip()
                 assert last in page_cell['output'], (cell.source, last)
     assert sum(c['output'] is not None for c in cells) > 0
+
+
+GLUE_ROLE = re.compile(r'\{glue:text\}`([^`]+)`')
+
+
+def glued(nb):
+    """Return {name: text/plain} of every value the notebook's cells glued."""
+    values = {}
+    for cell in nb.cells:
+        for output in cell.get('outputs', []):
+            name = output.get('metadata', {}).get('scrapbook', {}).get('name')
+            if name is not None:
+                plain = [v for k, v in output['data'].items() if k.endswith('text/plain')]
+                values[name] = plain[0]
+    return values
+
+
+def formatted(plain, spec):
+    """Format a glued text/plain value as `{glue:text}` does: a number by `spec`."""
+    value = ast.literal_eval(plain)
+    return format(float(value) if spec.endswith(('f', '%', 'e', 'g')) else value, spec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', CHAPTERS)
+def test_numbers_in_the_text_are_those_the_page_computed(pages, book, name):
+    """Every glued number on the page is its cell's value, in the source's order."""
+    values = glued(executed_notebooks(book['cache'])[name])
+    expected = []
+    for role in GLUE_ROLE.findall((CHAPTER_DIR / f'{name}.md').read_text(encoding='utf-8')):
+        key, _, spec = role.partition(':')
+        assert key in values, f'{name}: {key} is never glued by a cell'
+        expected.append(formatted(values[key], spec))
+    assert pages['facts'][name]['pasted'] == expected
 
 
 @pytest.mark.slow

@@ -123,3 +123,68 @@ def test_chapter_imports_and_does_not_retype_the_library(chapter):
                 assert node.name not in public, (
                     f'{chapter.name} re-defines d2lfcn.{node.name}; show it '
                     'with d2lfcn.show_source instead')
+
+
+# --- editing rules of the book (issue: text that agrees with its outputs) ------
+
+# Words of prose (outside code blocks and display math) each page may have.
+WORD_LIMITS = {'fcn.md': 3000, 'transposed-conv.md': 2000,
+               'semantic-segmentation-and-dataset.md': 2000,
+               'training-at-scale.md': 1500}
+CHAPTER_LIMIT, BOOK_LIMIT, MAX_EXERCISES = 4500, 16000, 8
+WORD = re.compile(r"[A-Za-z0-9][\w'’.-]*")
+# A number with two or more decimals in prose is a measurement: a cell must
+# compute it and glue it in. These are quoted from the sources, not measured.
+QUOTED = {'fcn.md': {'0.32', '0.89', '0.85', '0.01', '0.0001'},
+          'semantic-segmentation-and-dataset.md': {'0.485', '0.456', '0.406', '0.229',
+                                                   '0.224', '0.225'}}
+DECIMAL = re.compile(r'(?<![\w.$])\d+\.\d{2,}(?![\w.])')
+
+
+def prose(text):
+    """Return `text` without fenced blocks, display math, inline math and code spans."""
+    blocks, _ = parse_blocks(text)
+    lines = text.splitlines()
+    for _, first, code in blocks:
+        for n in range(first - 2, first + code.count('\n')):
+            lines[n] = ''
+    text = '\n'.join(lines)
+    text = re.sub(r'\$\$.*?\$\$', ' ', text, flags=re.S)
+    text = re.sub(r'\{glue:[a-z]*\}`[^`]*`', ' ', text)
+    text = re.sub(r'\$[^$\n]+\$', ' ', text)
+    return re.sub(r'`[^`\n]*`', ' ', text)
+
+
+def words(path):
+    text = path.read_text(encoding='utf-8')
+    text = re.sub(r'^(```|~~~).*?^\1\s*$', '', text, flags=re.S | re.M)
+    text = re.sub(r'\$\$.*?\$\$', '', text, flags=re.S)
+    return len(WORD.findall(text))
+
+
+def test_chapters_keep_to_their_length():
+    counts = {p.name: words(p) for p in CHAPTERS}
+    for name, count in counts.items():
+        assert count <= WORD_LIMITS.get(name, CHAPTER_LIMIT), (name, count)
+    assert sum(counts.values()) <= BOOK_LIMIT, counts
+
+
+@pytest.mark.parametrize('chapter', CHAPTERS, ids=chapter_id)
+def test_prose_quotes_no_measured_number(chapter):
+    text = prose(chapter.read_text(encoding='utf-8'))
+    typed = set(DECIMAL.findall(text)) - QUOTED.get(chapter.name, set())
+    assert not typed, f'{chapter.name}: glue these from the cells that compute them: {typed}'
+    assert 'text was written from' not in text
+
+
+@pytest.mark.parametrize('chapter', CHAPTERS, ids=chapter_id)
+def test_at_most_eight_exercises(chapter):
+    text = chapter.read_text(encoding='utf-8')
+    exercises = text[text.rindex('\n## Exercises'):]
+    assert len(re.findall(r'^\d+\. ', exercises, re.M)) <= MAX_EXERCISES
+
+
+def test_prose_filter_leaves_out_code_and_math():
+    text = ('Loss 0.321 in prose.\n\n```python\nx = 0.123\n```\n\n$0.456$ and '
+            '`0.789`, $$\n0.111\n$$ and {glue:text}`miou:.3f`.\n')
+    assert DECIMAL.findall(prose(text)) == ['0.321']
