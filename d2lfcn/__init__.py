@@ -1,11 +1,31 @@
 """d2lfcn: Fully Convolutional Networks, Dive-into-Deep-Learning style.
 
-The book-facing API is re-exported here, like `d2l.xxx`: library modules
-only. The commands (`python -m d2lfcn.train`, `predict`, `export`, `figures`,
-`notebooks`) are modules of their own, imported when run. See chapters/index.md.
+The book-facing API is re-exported here, like `d2l.xxx`: `d2lfcn.get_fcn`,
+`d2lfcn.train_ch13`, ... Importing d2lfcn loads nothing heavy; the first
+such name loads the library, and MXNet with it. Modules, by layer (each
+imports only the layers below it; chapters/index.md has the same table):
+
+Commands (`python -m d2lfcn.<name>`, thin: flags in, one library call):
+  __main__ (environment check), train, predict, export, figures, notebooks,
+  book (package: `__main__` builds the book); cli (their shared runner).
+The training job:
+  job (recipe and fit), distributed (alone or one of several workers).
+The library:
+  utils, compat, segmaps (numpy pre- and post-processing), image (safe image
+  files), download, conv, model, voc, maskfolder (your own dataset), segdata
+  (datasets, samplers, loaders), synthetic, metrics, inference, loop
+  (train_ch13), runfolder, plotting, classifier, deploy (ONNX and MXNet
+  export), runtime (ONNX inference without MXNet).
+Book tooling (book only): book.build, book.notebook, book.conf, book.display,
+  book.glue, book.standin, book.patches.
+Drawings (book only): drawings.canvas, convolution, transposed, architecture,
+  dataset, heatmaps.
 """
+import importlib
+import importlib.util
 import os
 import sys
+import traceback
 
 __version__ = '0.1.0'
 
@@ -14,35 +34,69 @@ __version__ = '0.1.0'
 if hasattr(os, 'sched_getaffinity'):
     os.environ.setdefault('OMP_NUM_THREADS', str(len(os.sched_getaffinity(0))))
 
-try:
-    from . import compat  # noqa: F401  (numpy aliases MXNet needs: before mxnet)
-    import mxnet  # noqa: F401
-except Exception as e:  # ImportError, or e.g. OSError for a missing libgomp
-    if isinstance(e, ModuleNotFoundError) and e.name == 'mxnet':
-        _MSG = ("d2lfcn needs MXNet: pip install 'd2lfcn[cpu]' "
-                "(or 'd2lfcn[cu112]' on a CUDA 11.2 machine)")
-    else:
-        _MSG = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    if sys.argv and sys.argv[0] == '-m':
-        # Running a d2lfcn command (`python -m d2lfcn.train`): one line, exit 2.
-        sys.stderr.write('error: ' + _MSG + '\n')
-        raise SystemExit(2)
-    raise ImportError(_MSG) from None
+from . import compat  # noqa: E402,F401  (numpy aliases MXNet needs: before mxnet)
 
-from .utils import *       # noqa: E402,F401,F403
-from .conv import *        # noqa: E402,F401,F403
-from .model import *       # noqa: E402,F401,F403
-from .voc import *         # noqa: E402,F401,F403
-from .synthetic import *   # noqa: E402,F401,F403
-from .metrics import *     # noqa: E402,F401,F403
-from .inference import *   # noqa: E402,F401,F403
-from .loop import *        # noqa: E402,F401,F403
-from .runfolder import *   # noqa: E402,F401,F403
-from .job import *         # noqa: E402,F401,F403
-from .plotting import *    # noqa: E402,F401,F403
-from .drawings import *    # noqa: E402,F401,F403
-from .classifier import *  # noqa: E402,F401,F403
-from .book.patches import *  # noqa: E402,F401,F403
-from .book.standin import *  # noqa: E402,F401,F403
-from .book.display import *  # noqa: E402,F401,F403
-from .book.glue import *     # noqa: E402,F401,F403
+# The modules whose public names are d2lfcn's own, in this order.
+_LIBRARY = ('utils', 'segmaps', 'conv', 'model', 'voc', 'maskfolder', 'segdata',
+            'synthetic', 'metrics', 'inference', 'loop', 'runfolder', 'job', 'plotting',
+            'drawings', 'classifier', 'book.patches', 'book.standin', 'book.display',
+            'book.glue')
+_loaded = False
+
+
+def _mxnet_message(error):
+    """Say in one line why MXNet cannot be used."""
+    if isinstance(error, ModuleNotFoundError) and error.name == 'mxnet':
+        return ("d2lfcn needs MXNet: pip install 'd2lfcn[cpu]' "
+                "(or 'd2lfcn[cu112]' on a CUDA 11.2 machine)")
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _load():
+    """Import the library (and MXNet) and give d2lfcn its public names."""
+    global _loaded
+    if _loaded:
+        return
+    try:
+        import mxnet  # noqa: F401
+    except Exception as e:  # ImportError, or e.g. OSError for a missing libgomp
+        raise ImportError(_mxnet_message(e)) from None
+    for name in _LIBRARY:
+        module = importlib.import_module(f'{__name__}.{name}')
+        globals().update((n, getattr(module, n)) for n in module.__all__)
+    _loaded = True
+
+
+def __getattr__(name):
+    if name.startswith('__'):
+        raise AttributeError(name)
+    # A submodule (`from d2lfcn import segmaps`) loads alone, the rest with the library.
+    if importlib.util.find_spec(f'{__name__}.{name}') is not None:
+        return importlib.import_module(f'{__name__}.{name}')
+    _load()
+    try:
+        return globals()[name]
+    except KeyError:
+        raise AttributeError(f"module 'd2lfcn' has no attribute {name!r}") from None
+
+
+def __dir__():
+    _load()
+    return sorted(globals())
+
+
+def _one_line_if_mxnet_fails(kind, error, tb):
+    """End a command whose MXNet cannot be imported with one line and exit 2."""
+    files = [frame.filename for frame in traceback.extract_tb(tb)]
+    in_mxnet = (isinstance(error, ModuleNotFoundError) and error.name == 'mxnet') or (
+        any(f'{os.sep}mxnet{os.sep}' in f for f in files)
+        and any(f.startswith('<frozen importlib') for f in files))
+    if isinstance(error, (ImportError, OSError)) and in_mxnet:
+        sys.stderr.write(f'error: {_mxnet_message(error)}\n')
+        sys.stderr.flush()
+        os._exit(2)
+    _previous_hook(kind, error, tb)
+
+
+if sys.argv and sys.argv[0] == '-m':  # a command: python -m d2lfcn.train, ...
+    _previous_hook, sys.excepthook = sys.excepthook, _one_line_if_mxnet_fails

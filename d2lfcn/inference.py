@@ -5,15 +5,11 @@ Explained in chapters/fcn.md.
 import numpy as np
 from mxnet import nd
 
-from .model import STRIDE
+from .segmaps import STRIDE, blend, colorize, pad_to_stride, voc_palette
 from .utils import to_numpy
-from .voc import normalize_image, voc_palette
+from .voc import normalize_image
 
 __all__ = ['predict_image', 'padded_scores', 'label2image', 'overlay']
-
-
-def _ceil_to(n, multiple):
-    return -(-n // multiple) * multiple
 
 
 def _device_of(net):
@@ -23,8 +19,6 @@ def _device_of(net):
 
 def _pad(x, height, width):
     """Reflect-pad an (h, w, c) array at the bottom and right to (height, width)."""
-    # Reflection continues the image's own statistics; zero padding would
-    # paste an artificial grey (the mean colour) block next to the border.
     return np.pad(x, ((0, height - x.shape[0]), (0, width - x.shape[1]), (0, 0)),
                   mode='reflect')
 
@@ -44,8 +38,7 @@ def padded_scores(net, x, ctx=None):
     """
     ctx = ctx or _device_of(net)
     height, width = x.shape[:2]
-    x = _pad(x, _ceil_to(height, STRIDE), _ceil_to(width, STRIDE))
-    return _scores(net, x, ctx)[:, :height, :width]  # (C, H, W)
+    return _scores(net, pad_to_stride(x), ctx)[:, :height, :width]  # (C, H, W)
 
 
 def _tile_starts(size, tile, stride):
@@ -108,8 +101,8 @@ def _tiled_scores(net, x, ctx, tile_size, overlap):
                          f'overlap in [0, 1), got {tile_size}, {overlap}')
     height, width = x.shape[:2]
     # No window larger than the padded image: a small image is a single window.
-    th = min(tile_size[0], _ceil_to(height, STRIDE))
-    tw = min(tile_size[1], _ceil_to(width, STRIDE))
+    th = min(tile_size[0], -(-height // STRIDE) * STRIDE)
+    tw = min(tile_size[1], -(-width // STRIDE) * STRIDE)
     x = _pad(x, max(height, th), max(width, tw))
     total = None
     for top in _tile_starts(x.shape[0], th, max(1, round(th * (1 - overlap)))):
@@ -123,35 +116,24 @@ def _tiled_scores(net, x, ctx, tile_size, overlap):
     return total  # (C, H', W')
 
 
-def label2image(pred):
-    """Colour an (H, W) class map with VOC_COLORMAP into an (H, W, 3) uint8 image.
+def label2image(pred, palette=None):
+    """Colour an (H, W) class map with VOC's palette (or `palette`): (H, W, 3) uint8.
 
     Explained in chapters/fcn.md.
     """
     # D2L indexes VOC_COLORMAP (the palette's first 21 entries) directly; we
     # use VOC's whole palette, so void (255) gets its colour too.
     if isinstance(pred, nd.NDArray):
-        table = nd.array(voc_palette(), ctx=pred.context, dtype='uint8')
+        table = voc_palette() if palette is None else palette
+        table = nd.array(table, ctx=pred.context, dtype='uint8')
         return nd.take(table, pred.astype('int32'), mode='clip')  # (H, W, 3)
-    pred = np.asarray(pred).astype(np.int64)
-    if pred.size and (pred.min() < 0 or pred.max() > 255):
-        raise ValueError('class ids must lie in 0..255')
-    return voc_palette()[pred]  # (H, W, 3)
+    return colorize(pred, palette)  # (H, W, 3)
 
 
-def overlay(img, pred, alpha=0.5):
+def overlay(img, pred, alpha=0.5, palette=None):
     """Blend the colours of `pred` into `img`, leaving background pixels as they are.
 
     Explained in chapters/fcn.md.
     """
-    if not 0 <= alpha <= 1:  # also refuses NaN
-        raise ValueError(f'alpha must lie in [0, 1], not {alpha}')
-    as_nd = isinstance(img, nd.NDArray)
-    img = to_numpy(img)
-    pred = to_numpy(pred)
-    colour = label2image(pred).astype(np.float32)
-    # Background's colour is black: blending it would only darken the photo.
-    blend = np.where((pred != 0)[..., None],
-                     (1 - alpha) * img + alpha * colour, img)
-    out = np.clip(np.round(blend), 0, 255).astype(np.uint8)  # (H, W, 3)
-    return nd.array(out, dtype='uint8') if as_nd else out
+    out = blend(to_numpy(img), to_numpy(pred), alpha, palette)  # (H, W, 3)
+    return nd.array(out, dtype='uint8') if isinstance(img, nd.NDArray) else out

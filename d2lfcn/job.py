@@ -21,7 +21,8 @@ from .model import FCN_ARCHS, STRIDE, get_fcn
 from .runfolder import RunFolder, interrupts_deferred, new_run_id, read_args
 from .utils import (Arg, UserError, check_mxnet_path, check_out_dir, default_data_dir,
                     get_devices, why_write_failed)
-from .voc import VOC_CLASSES, VOCSegDataset, find_voc_dir, voc_loaders
+from .segdata import segmentation_loaders
+from .voc import VOC_CLASSES, VOCSegDataset, find_voc_dir
 
 __all__ = ['BOOK_RECIPE', 'DEMO_RECIPE', 'OPTIONS', 'recipe', 'SaveEpochs', 'fit']
 
@@ -222,7 +223,7 @@ class SaveEpochs(Callback):
 def _save_predictions(folder, net, dataset, devices, n=4):
     """Draw D2L's grid: n validation crops, predicted label maps, ground truth."""
     from .plotting import plot_predictions
-    from .voc import RGB_MEAN, RGB_STD
+    from .segmaps import RGB_MEAN, RGB_STD
     items = [dataset[i] for i in range(min(n, len(dataset)))]
     X = nd.stack(*[x for x, _ in items]).as_in_context(devices[0])  # (n, 3, h, w)
     preds = net(X).argmax(axis=1).asnumpy().astype(np.uint8)         # (n, h, w)
@@ -260,8 +261,9 @@ def _fit(args, devices, callbacks, place, folder):
     # A distributed worker meets the others here. From now on, every worker
     # must run the same steps: an error on one alone would leave the rest waiting.
     out = place.join(folder)
-    train_iter, test_iter = voc_loaders(train_set, test_set, args.batch_size,
-                                        args.num_workers, place.num_workers, place.rank)
+    train_iter, test_iter = segmentation_loaders(train_set, test_set, args.batch_size,
+                                                 args.num_workers, place.num_workers,
+                                                 place.rank)
     num_classes = len(VOC_CLASSES)
     net = _fcn(args, devices, num_classes)
     trainer = _trainer(args, net, place)

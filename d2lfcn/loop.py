@@ -17,7 +17,7 @@ from mxnet import autograd, gluon, nd
 from .inference import padded_scores
 from .metrics import SegmentationMetric, confusion_matrix, segmentation_scores
 from .utils import Accumulator, Timer, UserError, try_all_gpus
-from .voc import IGNORE_LABEL
+from .segmaps import IGNORE_LABEL
 
 __all__ = ['SegmentationLoss', 'split_batch', 'pixel_accuracy', 'LossAndAccuracy',
            'train_batch', 'hybridize_for_training', 'evaluate_segmentation',

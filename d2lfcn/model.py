@@ -12,6 +12,7 @@ from mxnet import init, nd
 from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import model_store, vision
 
+from .segmaps import FCN_ARCHS, STRIDE
 from .utils import Arg, UserError, check_mxnet_path, first_line
 
 __all__ = ['bilinear_kernel', 'BlockConv2DTranspose', 'FCN', 'SkipFCN', 'FCN_ARCHS',
@@ -19,8 +20,6 @@ __all__ = ['bilinear_kernel', 'BlockConv2DTranspose', 'FCN', 'SkipFCN', 'FCN_ARC
            'load_fcn']
 
 BACKBONE = 'resnet18_v2'
-STRIDE = 32  # the FCN's total downsampling: whole inputs must be multiples of it
-FCN_ARCHS = ('fcn32s', 'fcn16s', 'fcn8s')
 _FINEST_STRIDE = {'fcn32s': 32, 'fcn16s': 16, 'fcn8s': 8}  # finest scores fused
 
 

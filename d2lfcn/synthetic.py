@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from .utils import UserError, default_data_dir
-from .voc import IGNORE_LABEL, VOC_CLASSES, voc_palette
+from .segmaps import IGNORE_LABEL, voc_palette
+from .voc import VOC_CLASSES
 
 __all__ = ['SYNTHETIC_CLASSES', 'DEMO_VOC_PARAMS', 'make_synthetic_voc', 'demo_voc_dir']
 

@@ -1,6 +1,7 @@
 """Share small helpers: D2L's devices, timers and accumulators; errors; safe file writes.
 
-Every idiom that more than one module needs is written once, here.
+Every idiom that more than one module needs is written once, here. Importing
+this module does not import MXNet (the ONNX runtime path needs none).
 """
 import contextlib
 import os
@@ -8,7 +9,6 @@ import shutil
 import tempfile
 import time
 
-import mxnet as mx
 import numpy as np
 
 __all__ = ['UserError', 'Arg', 'Terminated', 'try_gpu', 'try_all_gpus', 'get_devices',
@@ -113,6 +113,7 @@ def why_write_failed(error):
 
 def try_gpu(i=0):
     """Return gpu(i) if it exists, otherwise cpu()."""
+    import mxnet as mx
     if mx.context.num_gpus() >= i + 1:
         return mx.gpu(i)
     return mx.cpu()
@@ -120,12 +121,14 @@ def try_gpu(i=0):
 
 def try_all_gpus():
     """Return all available GPUs, or [cpu()] if there is none."""
+    import mxnet as mx
     devices = [mx.gpu(i) for i in range(mx.context.num_gpus())]
     return devices if devices else [mx.cpu()]
 
 
 def get_devices(gpus=None, cpus=None):
     """Return the contexts to run on: GPU ids `gpus` ('0,1'), `cpus` CPU contexts, or try_all_gpus()."""
+    import mxnet as mx
     if cpus:
         return [mx.cpu(i) for i in range(cpus)]
     if gpus is None:
@@ -191,7 +194,7 @@ def _to_float(x):
 
 def to_numpy(x):
     """Return `x` (NDArray, numpy array or list) as a numpy array."""
-    return x.asnumpy() if isinstance(x, mx.nd.NDArray) else np.asarray(x)
+    return x.asnumpy() if hasattr(x, 'asnumpy') else np.asarray(x)
 
 
 # ------------------------------------------------------------------ files

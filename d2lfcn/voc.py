@@ -1,18 +1,18 @@
-"""Read Pascal VOC2012 segmentation data: constants, labels, crops and loaders.
+"""Read Pascal VOC2012's segmentation layout: its files, labels and colours, as D2L does.
 
 Explained in chapters/semantic-segmentation-and-dataset.md.
 """
-import copy
-import itertools
 import os
 import random
 import stat
 
 import numpy as np
-from mxnet import gluon, nd
+from mxnet import nd
 
 from .download import download, safe_extract
 from .image import check_image, read_image, read_label_png
+from .segdata import SegDataset, segmentation_loaders
+from .segmaps import IGNORE_LABEL, RGB_MEAN, RGB_STD, normalize_array, voc_palette
 from .utils import Arg, UserError, default_data_dir
 
 __all__ = ['VOC_CLASSES', 'VOC_COLORMAP', 'VOC_VOID_COLOR', 'IGNORE_LABEL',
@@ -20,8 +20,7 @@ __all__ = ['VOC_CLASSES', 'VOC_COLORMAP', 'VOC_VOID_COLOR', 'IGNORE_LABEL',
            'download_voc2012', 'find_voc_dir', 'voc_split_names', 'voc_example_paths',
            'read_voc_images', 'voc_examples', 'read_voc_label',
            'voc_colormap2label', 'voc_label_indices', 'voc_rand_crop',
-           'normalize_image', 'VOCSegDataset', 'get_dataloader_workers',
-           'load_data_voc', 'RandomCropSampler', 'ShardBatchSampler', 'voc_loaders']
+           'normalize_image', 'VOCSegDataset', 'load_data_voc']
 
 VOC_CLASSES = ['background', 'aeroplane', 'bicycle', 'bird', 'boat',
                'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
@@ -36,34 +35,11 @@ VOC_COLORMAP = [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0],
                 [0, 64, 128]]
 
 VOC_VOID_COLOR = [224, 224, 192]  # palette entry 255: the band around objects
-IGNORE_LABEL = 255
-
-# ImageNet statistics, which the pretrained ResNet backbone expects.
-RGB_MEAN = (0.485, 0.456, 0.406)
-RGB_STD = (0.229, 0.224, 0.225)
 
 VOC_TAR = 'VOCtrainval_11-May-2012.tar'
 VOC_SHA1 = '4e443f8a2eca6b1dac8a6c57641b67dd40621a49'
 _VOC_BASE_URLS = ('http://d2l-data.s3-accelerate.amazonaws.com/',
                   'http://host.robots.ox.ac.uk/pascal/VOC/voc2012/')
-
-
-def voc_palette():
-    """Return VOC's 256-entry palette as a (256, 3) uint8 array.
-
-    Explained in chapters/semantic-segmentation-and-dataset.md.
-    """
-    # The devkit's colour map: the bits of the class id, spread over R, G, B.
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for i in range(256):
-        c, r, g, b = i, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette[i] = (r, g, b)
-    return palette
 
 
 def voc_urls():
@@ -163,11 +139,6 @@ def _require(fname, missing):
         raise UserError(missing) from None
     except OSError:
         pass  # e.g. permission denied: reading the file will say so
-
-
-def _read_bgr(fname):
-    """Decode an image file to (H, W, 3) uint8 BGR, or raise `UserError`."""
-    return read_image(fname)[:, :, ::-1]
 
 
 def _rgb_to_classes(rgb, fname):
@@ -299,36 +270,6 @@ def voc_label_indices(colormap, colormap2label):
     return colormap2label[idx]
 
 
-def _crop_origin(height, width, crop_h, crop_w, rand, rng=random):
-    """Return the top-left corner of a random (rand=True) or centred crop."""
-    if rand:
-        return rng.randint(0, height - crop_h), rng.randint(0, width - crop_w)
-    return (height - crop_h) // 2, (width - crop_w) // 2
-
-
-class RandomCropSampler(gluon.data.Sampler):
-    """Shuffle example indices and draw each example's crop seed, in this process.
-
-    Yields (index, seed) pairs for `VOCSegDataset`. DataLoader worker processes
-    are forked with identical random states, so crops drawn inside them repeat
-    across workers and ignore the seeds the training loop sets; drawing the
-    seeds here makes crops depend only on NumPy's state in the main process.
-
-    Explained in chapters/semantic-segmentation-and-dataset.md.
-    """
-
-    def __init__(self, length):
-        self._length = length
-
-    def __iter__(self):
-        order = np.random.permutation(self._length)
-        seeds = np.random.randint(0, 2 ** 31 - 1, size=self._length)
-        return iter(zip(order.tolist(), seeds.tolist()))
-
-    def __len__(self):
-        return self._length
-
-
 def voc_rand_crop(feature, label, height, width):
     """Randomly crop both feature and label images to the same height x width window.
 
@@ -337,7 +278,7 @@ def voc_rand_crop(feature, label, height, width):
     h, w = feature.shape[:2]
     if h < height or w < width:
         raise ValueError(f'image {w}x{h} is smaller than the crop {width}x{height}')
-    y, x = _crop_origin(h, w, height, width, rand=True)
+    y, x = random.randint(0, h - height), random.randint(0, w - width)
     return (feature[y:y + height, x:x + width],
             label[y:y + height, x:x + width])
 
@@ -349,26 +290,10 @@ def normalize_image(img):
     """
     if isinstance(img, nd.NDArray):
         img = img.asnumpy()
-    img = np.asarray(img, dtype=np.float32) / 255
-    return nd.array((img - np.array(RGB_MEAN, dtype=np.float32))
-                    / np.array(RGB_STD, dtype=np.float32))  # (H, W, 3)
+    return nd.array(normalize_array(img))  # (H, W, 3)
 
 
-# Per channel in BGR order (OpenCV decodes BGR): x -> (x/255 - mean) / std.
-_BGR_SHIFT = np.array(RGB_MEAN[::-1], dtype=np.float32) * 255
-_BGR_SCALE = 1 / (np.array(RGB_STD[::-1], dtype=np.float32) * 255)
-
-
-def _bgr_to_normalized_chw(bgr):
-    """Return an (h, w, 3) uint8 BGR crop as a (3, h, w) normalised RGB float32 array."""
-    out = np.empty((3,) + bgr.shape[:2], dtype=np.float32)  # (3, h, w)
-    for c in range(3):  # one channel at a time: no (h, w, 3) float temporaries
-        np.subtract(bgr[:, :, c], _BGR_SHIFT[c], out=out[2 - c], dtype=np.float32)
-        out[2 - c] *= _BGR_SCALE[c]
-    return out
-
-
-class VOCSegDataset(gluon.data.Dataset):
+class VOCSegDataset(SegDataset):
     """A customized dataset to load the VOC dataset.
 
     Parameters
@@ -378,8 +303,7 @@ class VOCSegDataset(gluon.data.Dataset):
         centred crops (D2L crops its test set at random; ours is deterministic).
     crop_size : (int, int) or int or None
         (height, width) of every example; smaller images are dropped, as in D2L.
-        None keeps every image whole (for whole-image evaluation; items then
-        differ in size, so load them one at a time).
+        None keeps every image whole (for whole-image evaluation).
     voc_dir : str
         The VOC2012 folder (or a folder holding VOCdevkit/VOC2012).
     boundary : {'ignore', 'background'}
@@ -387,148 +311,21 @@ class VOCSegDataset(gluon.data.Dataset):
         'background' turns them into 0, exactly as D2L's colour decoding does.
 
     Items are (feature, label): a (3, h, w) float32 NDArray normalised with
-    ImageNet mean/std and an (h, w) float32 NDArray of class ids.
-
+    ImageNet mean/std and an (h, w) float32 NDArray of class ids (see
+    `SegDataset`, which decodes and crops them).
     Explained in chapters/semantic-segmentation-and-dataset.md.
     """
 
     def __init__(self, is_train, crop_size, voc_dir, boundary='ignore'):
-        if boundary not in ('ignore', 'background'):
-            raise ValueError(f"boundary must be 'ignore' or 'background', not {boundary!r}")
-        if isinstance(crop_size, int):
-            crop_size = (crop_size, crop_size)
-        self.is_train = is_train
-        self.crop_size = None if crop_size is None else tuple(int(s) for s in crop_size)
-        self.boundary = boundary
-        self.rgb_mean = nd.array(RGB_MEAN)
-        self.rgb_std = nd.array(RGB_STD)
         voc_dir = find_voc_dir(voc_dir)
         names, split = voc_split_names(voc_dir, is_train)
-        # d2lfcn keeps file names only and decodes per item: D2L holds every
-        # image as float32 in RAM (about 5 GB for VOC train + val).
         examples = [_check_example(voc_dir, name, split) for name in names]
-        self.examples = self.filter(examples)
-        if not self.examples:
-            raise UserError(f'{split}: every image is smaller than the crop '
-                            f'{self.crop_size[0]}x{self.crop_size[1]} (height x width); '
-                            'use a smaller crop size')
-        what = ' examples' if self.crop_size else ' whole images'
-        print('read ' + str(len(self.examples)) + what)
-
-    def with_crop(self, crop_size):
-        """Return this dataset with another crop size (smaller images dropped)."""
-        other = copy.copy(self)
-        other.crop_size = tuple(int(s) for s in crop_size)
-        other.examples = other.filter(self.examples)
-        if not other.examples:
-            raise UserError(f'every image is smaller than the crop {crop_size[0]}x'
-                            f'{crop_size[1]} (height x width); use a smaller crop size')
-        print('read ' + str(len(other.examples)) + ' examples')
-        return other
+        super().__init__(examples, is_train, crop_size, read_voc_label, VOC_CLASSES,
+                         boundary, split)
 
     def normalize_image(self, img):
         """Normalise an (H, W, 3) RGB uint8 image as the dataset does."""
         return normalize_image(img)
-
-    def filter(self, examples):
-        """Keep the examples at least as large as the crop."""
-        if self.crop_size is None:
-            return examples
-        crop_h, crop_w = self.crop_size
-        return [e for e in examples if e[2] >= crop_h and e[3] >= crop_w]
-
-    def __getitem__(self, idx):
-        # idx is an index, or (index, crop seed) from RandomCropSampler.
-        rng = random
-        if isinstance(idx, tuple):
-            idx, seed = idx
-            rng = random.Random(seed)
-        jpg, png, height, width = self.examples[idx]
-        crop_h, crop_w = self.crop_size or (height, width)
-        y, x = _crop_origin(height, width, crop_h, crop_w, self.is_train, rng)
-        bgr = _read_bgr(jpg)[y:y + crop_h, x:x + crop_w]         # (h, w, 3)
-        label = read_voc_label(png)[y:y + crop_h, x:x + crop_w]  # (h, w)
-        if self.boundary == 'background':
-            label = np.where(label == IGNORE_LABEL, 0, label)
-        return (nd.array(_bgr_to_normalized_chw(bgr)),           # (3, h, w)
-                nd.array(label, dtype='float32'))                # (h, w)
-
-    def __len__(self):
-        return len(self.examples)
-
-
-def get_dataloader_workers():
-    """Return how many worker processes feed a DataLoader on this machine.
-
-    Explained in chapters/semantic-segmentation-and-dataset.md.
-    """
-    # Decoding a 500x375 JPEG and cropping takes a few ms, far less than a
-    # training step needs per image; on 2 cores, worker processes only compete
-    # with the network for the CPU (measured: benchmarks/bench_loader.py).
-    return 0 if (os.cpu_count() or 1) <= 2 else 4
-
-
-class ShardBatchSampler(gluon.data.Sampler):
-    """Batch one worker's shard of the training set; note the indices it serves.
-
-    The shard holds every num_parts-th example from part_index. Each epoch
-    shuffles it and draws crop seeds with `RandomCropSampler` (in this
-    process), and serves as many full batches as the smallest shard fills:
-    distributed workers must all take the same number of steps, or they wait
-    for each other forever. With one part it batches like D2L's loader
-    (shuffled, last partial batch dropped).
-
-    Explained in chapters/semantic-segmentation-and-dataset.md.
-    """
-
-    def __init__(self, num_examples, batch_size, num_parts=1, part_index=0):
-        self._indices = list(range(part_index, num_examples, num_parts))
-        self._sampler = RandomCropSampler(len(self._indices))
-        self._batch_size = batch_size
-        self._num_batches = num_examples // num_parts // batch_size
-        self.served = []  # dataset indices of the current epoch, in order
-
-    def __iter__(self):
-        self.served = []
-        pairs = iter(self._sampler)  # (index into the shard, crop seed)
-        for _ in range(self._num_batches):
-            batch = [(self._indices[i], seed)
-                     for i, seed in itertools.islice(pairs, self._batch_size)]
-            self.served.extend(i for i, _ in batch)
-            yield batch
-
-    def __len__(self):
-        return self._num_batches
-
-
-def voc_loaders(train_set, test_set, batch_size, num_workers=None, num_parts=1,
-                part_index=0):
-    """Return (train_iter, test_iter) over one worker's shards of the two datasets.
-
-    The training loader serves `ShardBatchSampler` batches (every worker the
-    same number); the test loader keeps its last partial batch. `train_iter`
-    has a `batch_sampler` attribute whose `served` lists the indices of the
-    current epoch. Explained in chapters/semantic-segmentation-and-dataset.md.
-    """
-    if num_workers is None:
-        num_workers = get_dataloader_workers()
-    batches = ShardBatchSampler(len(train_set), batch_size, num_parts, part_index)
-    if not len(batches):
-        each = f' for each of {num_parts} workers' if num_parts > 1 else ''
-        raise UserError(f'{{arg}}: more than the {len(train_set) // num_parts} '
-                        f'training images{each}; use a smaller one',
-                        arg=Arg('batch_size', batch_size))
-    # Crop seeds come from the main process, so runs with workers repeat too.
-    train_iter = gluon.data.DataLoader(train_set, batch_sampler=batches,
-                                       num_workers=num_workers)
-    train_iter.batch_sampler = batches
-    # D2L drops the last partial test batch; d2lfcn scores every validation
-    # image. Distributed workers each score a share and add up the counts.
-    if num_parts > 1:
-        test_set = test_set.shard(num_parts, part_index)
-    test_iter = gluon.data.DataLoader(test_set, batch_size, last_batch='keep',
-                                      num_workers=num_workers)
-    return train_iter, test_iter
 
 
 def load_data_voc(batch_size, crop_size, voc_dir=None, boundary='ignore',
@@ -548,7 +345,7 @@ def load_data_voc(batch_size, crop_size, voc_dir=None, boundary='ignore',
         DataLoader worker processes; None uses `get_dataloader_workers()`.
     num_parts, part_index : int
         This worker's shard of both sets, for distributed training (see
-        `voc_loaders`): every worker gets the same number of training batches.
+        `segmentation_loaders`): every worker gets the same number of training batches.
 
     Returns (train_iter, test_iter): gluon DataLoaders; train is shuffled with
     random crops, test is in file order with centred crops (identical each pass).
@@ -562,5 +359,5 @@ def load_data_voc(batch_size, crop_size, voc_dir=None, boundary='ignore',
         voc_dir = download_voc2012(default_data_dir())
     train_set = VOCSegDataset(True, crop_size, voc_dir, boundary)
     test_set = VOCSegDataset(False, crop_size, voc_dir, boundary)
-    return voc_loaders(train_set, test_set, batch_size, num_workers, num_parts,
-                       part_index)
+    return segmentation_loaders(train_set, test_set, batch_size, num_workers,
+                                num_parts, part_index)

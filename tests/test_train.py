@@ -632,8 +632,7 @@ def test_resume_detects_a_checkpoint_from_another_epoch(small_voc_dir, tmp_path,
 
 
 def test_shard_batches_split_the_training_set_into_equal_disjoint_shards():
-    from d2lfcn.voc import ShardBatchSampler
-    from d2lfcn.voc import RandomCropSampler
+    from d2lfcn.segdata import RandomCropSampler, ShardBatchSampler
     # One worker: exactly gluon's batching of the crop sampler, last batch dropped.
     np.random.seed(5)
     ours = list(ShardBatchSampler(11, 3))
