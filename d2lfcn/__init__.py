@@ -98,5 +98,10 @@ def _one_line_if_mxnet_fails(kind, error, tb):
     _previous_hook(kind, error, tb)
 
 
+if os.environ.get('DMLC_ROLE') in ('scheduler', 'server'):
+    # MXNet's parameter server: importing mxnet as a scheduler or server runs
+    # that node until the workers are done (README: python -c 'import d2lfcn').
+    import mxnet  # noqa: E402,F401
+
 if sys.argv and sys.argv[0] == '-m':  # a command: python -m d2lfcn.train, ...
     _previous_hook, sys.excepthook = sys.excepthook, _one_line_if_mxnet_fails

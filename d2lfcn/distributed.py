@@ -210,9 +210,7 @@ class Workers(OneMachine):
     def on_epoch_end(self, record):
         """Save this worker's weights and the names of the images it trained on."""
         net, train_set, batches = self._watched
-        self._seen[str(record['epoch'])] = [
-            os.path.splitext(os.path.basename(train_set.examples[i][0]))[0]
-            for i in batches.served]
+        self._seen[str(record['epoch'])] = train_set.names(batches.served)
         with interrupts_deferred():
             os.makedirs(self._dir, exist_ok=True)
             with atomic_path(os.path.join(self._dir, FILES['last'])) as tmp:

@@ -5,7 +5,7 @@ Explained in chapters/fcn.md.
 import numpy as np
 from mxnet import nd
 
-from .segmaps import STRIDE, blend, colorize, pad_to_stride, voc_palette
+from .segmaps import STRIDE, blend, colorize, full_palette, pad_to_stride
 from .utils import to_numpy
 from .voc import normalize_image
 
@@ -124,8 +124,7 @@ def label2image(pred, palette=None):
     # D2L indexes VOC_COLORMAP (the palette's first 21 entries) directly; we
     # use VOC's whole palette, so void (255) gets its colour too.
     if isinstance(pred, nd.NDArray):
-        table = voc_palette() if palette is None else palette
-        table = nd.array(table, ctx=pred.context, dtype='uint8')
+        table = nd.array(full_palette(palette), ctx=pred.context, dtype='uint8')
         return nd.take(table, pred.astype('int32'), mode='clip')  # (H, W, 3)
     return colorize(pred, palette)  # (H, W, 3)
 

@@ -21,8 +21,10 @@ from .model import FCN_ARCHS, STRIDE, get_fcn
 from .runfolder import RunFolder, interrupts_deferred, new_run_id, read_args
 from .utils import (Arg, UserError, check_mxnet_path, check_out_dir, default_data_dir,
                     get_devices, why_write_failed)
+from .maskfolder import FolderSegDataset, is_mask_folder, mask_folder_split
 from .segdata import segmentation_loaders
-from .voc import VOC_CLASSES, VOCSegDataset, find_voc_dir
+from .segmaps import voc_palette
+from .voc import VOCSegDataset, find_voc_dir
 
 __all__ = ['BOOK_RECIPE', 'DEMO_RECIPE', 'OPTIONS', 'recipe', 'SaveEpochs', 'fit']
 
@@ -34,8 +36,9 @@ DEMO_RECIPE = dict(num_epochs=6, batch_size=16, crop_size=[128, 128], lr=0.05,
                    wd=1e-4, momentum=0.9, lr_schedule='poly', warmup_epochs=1.0,
                    out_dir=os.path.join('runs', 'demo'))
 # Everything else `fit` reads, with its default; the names are the train flags'.
-OPTIONS = dict(data_dir=None, demo=False, arch='fcn32s', no_pretrained_base=False,
-               backbone_params=None, boundary='ignore', gpus=None, cpus=None,
+OPTIONS = dict(data_dir=None, demo=False, demo_layout='voc', arch='fcn32s',
+               no_pretrained_base=False, backbone_params=None, boundary='ignore', gpus=None,
+               cpus=None,
                kvstore='device', amp=False, num_workers=None, resume=False, seed=0,
                no_hybridize=False)
 
@@ -85,7 +88,8 @@ def _check(args):
               ('seed', 0 <= args['seed'] < 2 ** 32, 'in [0, 2**32)'),
               ('arch', args['arch'] in FCN_ARCHS, 'one of ' + ', '.join(FCN_ARCHS)),
               ('boundary', args['boundary'] in ('ignore', 'background'),
-               'ignore or background'))
+               'ignore or background'),
+              ('demo_layout', args['demo_layout'] in ('voc', 'folder'), 'voc or folder'))
     for name, ok, allowed in ranges:
         if not ok:
             raise UserError(f'{{arg}}: out of range (must be {allowed})',
@@ -106,8 +110,8 @@ def _check_devices(args, devices):
                         larger=Arg('batch_size'))
 
 
-def _voc_dir(args):
-    """Return the VOC2012 folder to train on, generating or downloading it."""
+def _data_dir(args):
+    """Return the dataset folder to train on (VOC2012 or a mask folder), making or downloading it."""
     from . import synthetic, voc
     if args.data_dir is not None:
         arg = Arg('data_dir', args.data_dir)
@@ -117,9 +121,11 @@ def _voc_dir(args):
             raise UserError('{arg}: no such folder', arg=arg) from None
         except OSError as e:  # e.g. a parent folder that may not be searched
             raise UserError(f'{{arg}}: cannot look there ({e.strerror})', arg=arg) from None
+        if is_mask_folder(args.data_dir):
+            return args.data_dir
         return find_voc_dir(args.data_dir)
     if args.demo:
-        return synthetic.demo_voc_dir()
+        return synthetic.demo_voc_dir(layout=args.demo_layout)
     try:
         return voc.download_voc2012()  # its errors point to data_dir and demo
     except OSError as e:
@@ -128,12 +134,30 @@ def _voc_dir(args):
                         data_dir=Arg('data_dir', 'PATH'), demo=Arg('demo', True)) from None
 
 
-def _datasets(args, voc_dir):
-    """Return (train, test crops, whole validation images): every worker checks all."""
+def _datasets(args, data_dir, split):
+    """Return (train, test crops, whole validation images): every worker checks all.
+
+    `split` is the (train, val) names a mask-folder run recorded, or None.
+    """
     crop = tuple(args.crop_size)
-    train = VOCSegDataset(True, crop, voc_dir, args.boundary)
-    whole = VOCSegDataset(False, None, voc_dir, args.boundary)
+    if is_mask_folder(data_dir):
+        split = split or mask_folder_split(data_dir, args.seed)[:2]
+        train = FolderSegDataset(True, crop, data_dir, args.boundary, split)
+        whole = FolderSegDataset(False, None, data_dir, args.boundary, split)
+    else:
+        train = VOCSegDataset(True, crop, data_dir, args.boundary)
+        whole = VOCSegDataset(False, None, data_dir, args.boundary)
     return train, whole.with_crop(crop), whole
+
+
+def _recorded_split(data_dir, state, seed):
+    """Return the split a mask-folder run must record: the resumed run's, or a drawn one."""
+    if not is_mask_folder(data_dir):
+        return None
+    if state is not None and state.get('split'):
+        return state['split']['train'], state['split']['val']
+    train, val, made = mask_folder_split(data_dir, seed)
+    return (train, val) if made else None
 
 
 def _fcn(args, devices, num_classes):
@@ -195,7 +219,7 @@ class SaveEpochs(Callback):
         self.best = (dict(miou=state['best_miou'], epoch=state['best_epoch'])
                      if state else dict(miou=-1.0, epoch=0))
         self.run_id = (state or {}).get('run_id') or new_run_id()
-        self.baseline, self.saved_args = None, {}
+        self.baseline, self.saved_args, self.classes, self.split = None, {}, None, None
 
     def on_epoch_end(self, record):
         from .plotting import plot_training_curves
@@ -205,7 +229,8 @@ class SaveEpochs(Callback):
             self.best.update(miou=_best_score(record), epoch=record['epoch'])
         state = dict(epoch=record['epoch'], best_miou=self.best['miou'],
                      best_epoch=self.best['epoch'], baseline=self.baseline,
-                     arch=self.args.arch, run_id=self.run_id)
+                     arch=self.args.arch, run_id=self.run_id, classes=self.classes,
+                     split=self.split)
         try:
             with interrupts_deferred():
                 self.folder.save_epoch(self.net, self.trainer, state, self.history,
@@ -220,8 +245,8 @@ class SaveEpochs(Callback):
                             resume=Arg('resume', True)) from None
 
 
-def _save_predictions(folder, net, dataset, devices, n=4):
-    """Draw D2L's grid: n validation crops, predicted label maps, ground truth."""
+def _save_predictions(folder, net, dataset, devices, classes, n=4):
+    """Draw D2L's grid: n validation crops, predicted label maps, ground truth, a legend."""
     from .plotting import plot_predictions
     from .segmaps import RGB_MEAN, RGB_STD
     items = [dataset[i] for i in range(min(n, len(dataset)))]
@@ -230,7 +255,8 @@ def _save_predictions(folder, net, dataset, devices, n=4):
     imgs = [np.clip(x.asnumpy().transpose(1, 2, 0) * RGB_STD + RGB_MEAN, 0, 1)
             for x, _ in items]                                         # (h, w, 3)
     labels = [y.asnumpy().astype(np.uint8) for _, y in items]          # (h, w)
-    folder.write_figure('predictions', plot_predictions(imgs, preds, labels))
+    folder.write_figure('predictions', plot_predictions(
+        imgs, preds, labels, class_names=classes['names'], palette=classes['palette']))
 
 
 def fit(args, devices=None, callbacks=()):
@@ -256,15 +282,16 @@ def _fit(args, devices, callbacks, place, folder):
     state = folder.read_state() if args.resume else None
     if state is not None:
         _check_resume(args, state)
-    voc_dir = _voc_dir(args)
-    train_set, test_set, whole_set = _datasets(args, voc_dir)
+    data_dir = _data_dir(args)
+    split = _recorded_split(data_dir, state, args.seed)
+    train_set, test_set, whole_set = _datasets(args, data_dir, split)
     # A distributed worker meets the others here. From now on, every worker
     # must run the same steps: an error on one alone would leave the rest waiting.
     out = place.join(folder)
     train_iter, test_iter = segmentation_loaders(train_set, test_set, args.batch_size,
                                                  args.num_workers, place.num_workers,
                                                  place.rank)
-    num_classes = len(VOC_CLASSES)
+    num_classes = len(train_set.classes)
     net = _fcn(args, devices, num_classes)
     trainer = _trainer(args, net, place)
     if state is not None:
@@ -293,7 +320,10 @@ def _fit(args, devices, callbacks, place, folder):
     place.watch(net, train_set, train_iter.batch_sampler, hooks.start_epoch)
     saver = SaveEpochs(out, net, trainer, args, state)
     saver.saved_args = dict(vars(args), devices=[str(d) for d in devices],
-                            voc_dir=voc_dir, dist_workers=place.num_workers)
+                            voc_dir=data_dir, dist_workers=place.num_workers)
+    saver.classes = dict(names=train_set.classes,
+                         palette=voc_palette()[:num_classes].tolist())
+    saver.split = dict(train=split[0], val=split[1]) if split else None
     for callback in (EpochSeeds(place.seed(args.seed)), LearningRateSchedule(trainer, lr_fn),
                      *callbacks, place,
                      WholeImageScores(net, whole_set, devices, num_classes, hooks.reduce),
@@ -311,7 +341,7 @@ def _fit(args, devices, callbacks, place, folder):
                     else 'no checkpoint was written')
             raise TrainingDiverged(f'{e}; {kept}; try a smaller {{lr}}',
                                    lr=Arg('lr')) from None
-    _save_predictions(out, net, test_set, devices)
+    _save_predictions(out, net, test_set, devices, saver.classes)
     print(f"best whole-image mIoU {saver.best['miou']:.3f} (epoch {saver.best['epoch']}, "
           f"baseline {saver.baseline['whole_miou']:.3f}); saved in {args.out_dir}")
     return saver.history

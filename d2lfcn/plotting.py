@@ -3,7 +3,10 @@
 matplotlib is imported where a figure is drawn, so `import d2lfcn` stays
 light. Explained in chapters/fcn.md.
 """
+import numpy as np
+
 from .inference import label2image
+from .segmaps import full_palette
 from .utils import atomic_path, to_numpy
 
 __all__ = ['show_images', 'plot_training_curves', 'plot_predictions', 'plot_runs',
@@ -26,12 +29,12 @@ def save_figure(fig, path, dpi=100, tight=True):
     return path
 
 
-def _draw_images(axes, imgs, titles=None):
+def _draw_images(axes, imgs, titles=None, palette=None):
     """Show one image per axes, without ticks; 2-D label maps are coloured."""
     for i, (ax, img) in enumerate(zip(axes, imgs)):
         img = to_numpy(img)
         if img.ndim == 2:
-            img = label2image(img)
+            img = label2image(img, palette)
         # Nearest: each label pixel keeps its exact class colour on screen.
         ax.imshow(img, interpolation='nearest')
         ax.axes.get_xaxis().set_visible(False)
@@ -79,23 +82,30 @@ def plot_training_curves(history):
 
 
 def plot_predictions(imgs, preds, labels, scale=2,
-                     row_titles=('image', 'prediction', 'ground truth'), title=None):
+                     row_titles=('image', 'prediction', 'ground truth'), title=None,
+                     class_names=None, palette=None):
     """Return D2L's grid: images on top, predicted label maps, then ground truth.
 
     `imgs` are (H, W, 3) images (floats in [0, 1] or uint8); `preds` and
-    `labels` are (H, W) class-id maps (coloured with VOC's palette) or colour
-    images. `row_titles` name the three rows at the left (None: no titles);
-    `title` goes above the grid. Explained in chapters/fcn.md.
+    `labels` are (H, W) class-id maps (coloured with `palette`, by default
+    VOC's) or colour images. `row_titles` name the three rows at the left
+    (None: no titles); `title` goes above the grid; with `class_names`, a
+    legend below it names the colour of every class in the maps.
+    Explained in chapters/fcn.md.
     """
     from matplotlib.figure import Figure
     n = len(imgs)
-    fig = Figure(figsize=(n * scale, 3 * scale))
+    legend = class_names is not None
+    fig = Figure(figsize=(n * scale, 3 * scale + (0.5 if legend else 0)))
     axes = fig.subplots(3, n, squeeze=False)
-    _draw_images(axes.flatten(), list(imgs) + list(preds) + list(labels))
+    _draw_images(axes.flatten(), list(imgs) + list(preds) + list(labels), palette=palette)
     left = 0.02 if row_titles is None else 0.02 + 0.25 / (n * scale)  # room for a title
     top = 0.98 if title is None else 1 - 0.4 / (3 * scale)  # room for a title
-    fig.subplots_adjust(left=left, right=0.98, bottom=0.02, top=top,
+    bottom = 0.02 + (0.5 / (3 * scale + 0.5) if legend else 0)  # room for a legend
+    fig.subplots_adjust(left=left, right=0.98, bottom=bottom, top=top,
                         wspace=0.05, hspace=0.05)
+    if legend:
+        _add_legend(fig, list(preds) + list(labels), class_names, palette)
     if title is not None:
         fig.suptitle(title, fontsize=10, y=1 - 0.1 / (3 * scale), va='top')
     for ax, title in zip(axes[:, 0], row_titles or ()):
@@ -103,6 +113,18 @@ def plot_predictions(imgs, preds, labels, scale=2,
         ax.text(-0.04, 0.5, title, transform=ax.transAxes, rotation=90,
                 ha='right', va='center', fontsize=10)
     return fig
+
+
+def _add_legend(fig, maps, class_names, palette=None):
+    """Name, below the grid, the colour of every class that `maps` show."""
+    from matplotlib.patches import Patch
+    palette = full_palette(palette)
+    present = sorted({int(c) for m in maps for c in np.unique(to_numpy(m))
+                      if c < len(class_names)})
+    handles = [Patch(facecolor=np.asarray(palette[c]) / 255, edgecolor='black',
+                     label=class_names[c]) for c in present]
+    fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 6),
+               fontsize=8, frameon=False)
 
 
 # Axis titles of the per-epoch scores `train_ch13` and `fit` record.

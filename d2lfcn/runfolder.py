@@ -8,8 +8,11 @@ A run folder (`out_dir`, the train command's --out-dir) holds:
   trainer states, and the best epoch's weights;
 - `last.params`, `last.states`, `best.params`: the same files under stable
   names (hard links), for `predict`, `export` and people;
-- `args.json` (the resolved flags), `metrics.csv`, `curves.png`,
-  `predictions.png`, and `.lock` while a run is using the folder.
+- `args.json` (the resolved flags), `classes.json` (the class names and
+  their colours, which predict and export read beside best.params),
+  `split.json` (a split d2lfcn drew for a dataset folder without train.txt
+  and val.txt), `metrics.csv`, `curves.png`, `predictions.png`, and `.lock`
+  while a run is using the folder.
 
 Saving an epoch writes its files under new names, then replaces state.json
 atomically, then updates the stable names and removes what is no longer
@@ -37,7 +40,8 @@ __all__ = ['FILES', 'METRIC_COLUMNS', 'RunFolder', 'read_args', 'write_json',
 FILES = dict(args='args.json', state='state.json', last='last.params',
              states='last.states', best='best.params', metrics='metrics.csv',
              curves='curves.png', predictions='predictions.png',
-             examples='examples.json', lock='.lock', checkpoints='checkpoints')
+             examples='examples.json', lock='.lock', checkpoints='checkpoints',
+             classes='classes.json', split='split.json')
 
 METRIC_COLUMNS = ['epoch', 'loss', 'train_acc', 'test_acc', 'test_miou',
                   'test_mean_acc', 'test_fw_iou', 'whole_acc', 'whole_miou',
@@ -293,6 +297,9 @@ class RunFolder:
                         src, self.path(key)):
                     _link(src, self.path(key))
         write_json(self.path('args'), state['args'])
+        for key in ('classes', 'split'):
+            if state.get(key):
+                write_json(self.path(key), state[key])
         write_metrics(self.path('metrics'), state['history'])
 
     def _remove_unnamed_checkpoints(self, state):
@@ -305,7 +312,9 @@ class RunFolder:
 
     def _remove_previous_run(self, state):
         """After a fresh run's first save, remove what only the old run wrote."""
-        stale = ['curves', 'predictions'] + ([] if state['checkpoint']['best'] else ['best'])
+        stale = ['curves', 'predictions'] + [key for key in ('classes', 'split')
+                                             if not state.get(key)]
+        stale += [] if state['checkpoint']['best'] else ['best']
         for key in stale:
             with contextlib.suppress(OSError):
                 os.remove(self.path(key))

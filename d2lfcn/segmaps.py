@@ -7,7 +7,7 @@ importing this module loads no MXNet. Explained in chapters/fcn.md.
 import numpy as np
 
 __all__ = ['STRIDE', 'FCN_ARCHS', 'IGNORE_LABEL', 'RGB_MEAN', 'RGB_STD', 'normalize_array',
-           'pad_to_stride', 'voc_palette', 'colorize', 'blend', 'add_legend']
+           'pad_to_stride', 'voc_palette', 'full_palette', 'colorize', 'blend', 'add_legend']
 
 STRIDE = 32  # the FCN's total downsampling: whole inputs must be multiples of it
 FCN_ARCHS = ('fcn32s', 'fcn16s', 'fcn8s')
@@ -61,16 +61,27 @@ def voc_palette():
     return palette
 
 
+def full_palette(palette=None):
+    """Return a (256, 3) uint8 colour table: `palette`'s colours first, then VOC's.
+
+    Ids a dataset's palette does not colour (void, 255) keep VOC's colours.
+    """
+    table = voc_palette()
+    if palette is not None:
+        palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:256]
+        table[:len(palette)] = palette
+    return table
+
+
 def colorize(pred, palette=None):
     """Colour an (H, W) class map with `palette` (default VOC's): (H, W, 3) uint8.
 
     Explained in chapters/fcn.md.
     """
-    palette = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
     pred = np.asarray(pred).astype(np.int64)
-    if pred.size and (pred.min() < 0 or pred.max() >= len(palette)):
-        raise ValueError(f'class ids must lie in 0..{len(palette) - 1}')
-    return palette[pred]  # (H, W, 3)
+    if pred.size and (pred.min() < 0 or pred.max() > 255):
+        raise ValueError('class ids must lie in 0..255')
+    return full_palette(palette)[pred]  # (H, W, 3)
 
 
 def blend(img, pred, alpha=0.5, palette=None):
@@ -96,7 +107,7 @@ def add_legend(img, pred, class_names, palette=None):
     Background (class 0) is left out, as `blend` leaves it uncoloured.
     """
     from PIL import Image, ImageDraw, ImageFont
-    palette = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
+    palette = full_palette(palette)
     present = [int(c) for c in np.unique(pred) if c != 0 and c < len(class_names)]
     if not present:
         return np.asarray(img)

@@ -127,25 +127,41 @@ def _draw_example(rng, p):
     return bgr, label
 
 
-def _write_tree(folder, params, names):
-    """Write every image, label and split file of a dataset into `folder`."""
-    for sub in ('JPEGImages', 'SegmentationClass', os.path.join('ImageSets', 'Segmentation')):
-        os.makedirs(os.path.join(folder, sub))
+def _write_jpeg(path, bgr):
+    # Encode, then write the bytes: cv2.imwrite crashes on non-UTF-8 file names.
+    with open(path, 'wb') as f:
+        f.write(cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+
+
+def _write_list(path, names):
+    with open(path, 'w') as f:
+        f.write(''.join(n + '\n' for n in names))
+
+
+def _write_tree(folder, params, names, layout):
+    """Write every image, label and split file of a dataset into `folder`, in `layout`."""
+    voc = layout == 'voc'
+    images, labels, splits = (('JPEGImages', 'SegmentationClass',
+                               os.path.join('ImageSets', 'Segmentation')) if voc
+                              else ('images', 'masks', ''))
+    for sub in (images, labels, splits):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
     palette = voc_palette().ravel().tolist()
     for index, name in enumerate(names['train'] + names['val']):
         rng = np.random.default_rng([params['seed'], index])
         bgr, label = _draw_example(rng, params)
-        # Encode, then write the bytes: cv2.imwrite crashes on non-UTF-8 file names.
-        jpg = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
-        with open(os.path.join(folder, 'JPEGImages', name + '.jpg'), 'wb') as f:
-            f.write(jpg.tobytes())
-        png = Image.fromarray(label)  # mode 'L' ...
-        png.putpalette(palette)       # ... becomes a palette PNG like VOC's
-        png.save(os.path.join(folder, 'SegmentationClass', name + '.png'))
-    for split, listed in (('train', names['train']), ('val', names['val']),
-                          ('trainval', sorted(names['train'] + names['val']))):
-        with open(os.path.join(folder, 'ImageSets', 'Segmentation', split + '.txt'), 'w') as f:
-            f.write(''.join(n + '\n' for n in listed))
+        _write_jpeg(os.path.join(folder, images, name + '.jpg'), bgr)
+        png = Image.fromarray(label)  # mode 'L': a grey mask of class ids ...
+        if voc:
+            png.putpalette(palette)   # ... or a palette PNG like VOC's
+        png.save(os.path.join(folder, labels, name + '.png'))
+    lists = [('train', names['train']), ('val', names['val'])]
+    if voc:
+        lists.append(('trainval', sorted(names['train'] + names['val'])))
+    for split, listed in lists:
+        _write_list(os.path.join(folder, splits, split + '.txt'), listed)
+    if not voc:
+        _write_list(os.path.join(folder, 'classes.txt'), VOC_CLASSES)
     with open(os.path.join(folder, 'synthetic.json'), 'w') as f:
         json.dump(params, f, sort_keys=True)  # written last: marks the set complete
 
@@ -161,7 +177,7 @@ def read_params(voc_dir):
 
 def make_synthetic_voc(root, num_train=300, num_val=100, min_size=96, max_size=256,
                        small_size=128, small_fraction=0.15, seed=0, classes=None,
-                       max_objects=3, void_radius=1, sizes=None):
+                       max_objects=3, void_radius=1, sizes=None, layout='voc'):
     """Generate a deterministic VOC-layout dataset under `root`; return its VOC2012 folder.
 
     Parameters
@@ -186,6 +202,10 @@ def make_synthetic_voc(root, num_train=300, num_val=100, min_size=96, max_size=2
         Half-width in pixels of the void band where two labels meet.
     sizes : sequence of (height, width), optional
         Draw each image's size from this list instead (e.g. VOC-like 375x500).
+    layout : {'voc', 'folder'}
+        'folder' writes the same files in the plain layout of `maskfolder`
+        instead (root/dataset: images/, masks/ of grey PNGs, classes.txt with
+        VOC's 21 names, train.txt, val.txt), and returns that folder.
 
     A complete existing set made with the same parameters is reused as is;
     the set is built in a temporary folder and renamed into place when done.
@@ -205,7 +225,10 @@ def make_synthetic_voc(root, num_train=300, num_val=100, min_size=96, max_size=2
                   seed=int(seed), classes=[int(c) for c in classes],
                   max_objects=int(max_objects), void_radius=int(void_radius),
                   sizes=[[int(h), int(w)] for h, w in sizes] if sizes else None)
-    voc_dir = os.path.join(os.fspath(root), 'VOCdevkit', 'VOC2012')
+    if layout not in ('voc', 'folder'):
+        raise ValueError(f"layout must be 'voc' or 'folder', not {layout!r}")
+    voc_dir = os.path.join(os.fspath(root), *(('VOCdevkit', 'VOC2012') if layout == 'voc'
+                                              else ('dataset',)))
     if os.path.exists(voc_dir):
         return _reuse(voc_dir, params)
     names = {'train': [f'synth_{i:06d}' for i in range(num_train)],
@@ -216,7 +239,7 @@ def make_synthetic_voc(root, num_train=300, num_val=100, min_size=96, max_size=2
     # The PID in the name tells a later process whether the builder still runs.
     tmp = tempfile.mkdtemp(prefix=f'.VOC2012.tmp-{os.getpid()}-', dir=parent)
     try:
-        _write_tree(os.path.join(tmp, 'VOC2012'), params, names)
+        _write_tree(os.path.join(tmp, 'VOC2012'), params, names, layout)
         try:
             os.rename(os.path.join(tmp, 'VOC2012'), voc_dir)
         except OSError:
@@ -249,15 +272,17 @@ def _reuse(voc_dir, params):
     return voc_dir
 
 
-def demo_voc_dir(data_dir=None):
+def demo_voc_dir(data_dir=None, layout='voc'):
     """Return the VOC2012 folder of the demo dataset, generating it on first use.
 
     It lives in `data_dir` (default: `default_data_dir()`) under a name that
     changes with DEMO_VOC_PARAMS, so a stale set is never reused.
+    layout='folder' returns the same images and labels in `maskfolder`'s layout.
 
     Explained in chapters/semantic-segmentation-and-dataset.md.
     """
     data_dir = default_data_dir() if data_dir is None else os.fspath(data_dir)
     key = json.dumps(dict(DEMO_VOC_PARAMS, version=_VERSION), sort_keys=True)
-    name = 'demo-voc-' + hashlib.sha1(key.encode()).hexdigest()[:8]
-    return make_synthetic_voc(os.path.join(data_dir, name), **DEMO_VOC_PARAMS)
+    name = f"demo-{layout}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    return make_synthetic_voc(os.path.join(data_dir, name), **DEMO_VOC_PARAMS,
+                              layout=layout)

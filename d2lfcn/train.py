@@ -24,7 +24,8 @@ def _parser():
         description="Train D2L's FCN (ResNet-18 v2 backbone) for semantic "
                     'segmentation on Pascal VOC2012, or on the embedded demo '
                     'dataset with --demo. Defaults are the book\'s recipe.',
-        epilog='The out dir receives args.json (the resolved flags), last.params '
+        epilog='The out dir receives args.json (the resolved flags), classes.json '
+               '(class names and colours, read by predict and export), last.params '
                'and last.states (the latest epoch), best.params (best whole-image '
                'mIoU), state.json (what --resume reads), checkpoints/ (the files '
                'those names link to), metrics.csv (crop scores test_*, whole-image '
@@ -38,13 +39,21 @@ def _parser():
                'them).')
     a = p.add_argument
     a('--data-dir', metavar='PATH',
-      help='the VOC2012 folder, or a folder holding VOCdevkit/VOC2012 '
+      help='the VOC2012 folder, or a folder holding VOCdevkit/VOC2012; or your '
+           'own dataset: a folder with images/NAME.jpg|png, masks/NAME.png '
+           '(one class index per pixel, 255 = void), classes.txt (one name per '
+           'line, background first) and optionally train.txt and val.txt '
+           '(without them, a seeded 80/20 split, recorded in the out dir) '
            '(default: VOC2012 in $D2LFCN_DATA or ~/.d2lfcn/data, downloaded '
            'there when absent; with --demo: the embedded dataset, generated there)')
     a('--demo', action='store_true',
       help='train on the embedded dataset from scratch (implies '
            '--no-pretrained-base) with a recipe that ends within minutes on a '
            'CPU; flags given explicitly still win')
+    a('--demo-layout', choices=['voc', 'folder'],
+      help="with --demo, write the embedded dataset in VOC's layout or in the "
+           'plain folder layout --data-dir also reads (the same pixels) '
+           '(default: voc)')
     a('--num-epochs', type=int, metavar='N', help='epochs to train' + _default('num_epochs'))
     a('--batch-size', type=int, metavar='N',
       help='examples per update, split over the devices; with a distributed '

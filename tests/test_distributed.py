@@ -163,7 +163,7 @@ def test_rank_zero_writes_the_run_and_scores_the_whole_validation_set(dist_run,
     out, logs, _ = dist_run
     assert sorted(os.listdir(out)) == sorted([
         'args.json', 'state.json', 'last.params', 'last.states', 'best.params',
-        'metrics.csv', 'curves.png', 'predictions.png', 'worker-0', 'worker-1',
+        'metrics.csv', 'curves.png', 'predictions.png', 'classes.json', 'worker-0', 'worker-1',
         'checkpoints'])
     for r in range(NUM_WORKERS):
         assert sorted(os.listdir(os.path.join(out, f'worker-{r}'))) == [
@@ -242,10 +242,6 @@ class _Batches:
     served = [2, 0]  # dataset indices a ShardBatchSampler handed out this epoch
 
 
-class _Examples:
-    examples = [(f'/data/JPEGImages/img{i}.jpg', None, 0, 0) for i in range(3)]
-
-
 def test_workers_plug_in_sums_averages_and_records_through_the_callbacks(tmp_path):
     from d2lfcn.distributed import OneMachine, Workers, placement
     assert type(placement('device')) is OneMachine
@@ -268,7 +264,10 @@ def test_workers_plug_in_sums_averages_and_records_through_the_callbacks(tmp_pat
     for copy in net.running_mean.list_data():
         # Summed over the one real worker and divided by the two it was told of.
         np.testing.assert_allclose(copy.asnumpy(), [1.0, 2.0])
-    workers.watch(net, _Examples(), _Batches(), 0)
+    from d2lfcn.segdata import SegDataset
+    files = [(f'/data/JPEGImages/img{i}.jpg', f'/data/labels/img{i}.png', 9, 9)
+             for i in range(3)]
+    workers.watch(net, SegDataset(files, True, None, None, ['bg', 'x']), _Batches(), 0)
     workers.on_epoch_end({'epoch': 1})
     with open(tmp_path / 'worker-1' / 'examples.json') as f:
         assert json.load(f) == {'1': ['img2', 'img0']}

@@ -20,6 +20,8 @@ from d2lfcn.loop import (LossAndAccuracy, SegmentationLoss, evaluate_segmentatio
                          hybridize_for_training, lr_at, pixel_accuracy, set_epoch_seed,
                          split_batch, train_batch)
 from d2lfcn.model import get_fcn
+from d2lfcn.segmaps import voc_palette
+from d2lfcn.voc import VOC_CLASSES
 from d2lfcn.train import main
 
 # Tiny runs: 64x64 crops of the conftest's 12 + 8 image set, batches of 4.
@@ -301,7 +303,7 @@ def test_run_writes_every_file(two_epoch_run, small_voc_dir):
     out, text = two_epoch_run
     assert sorted(f for f in os.listdir(out)) == sorted([
         'args.json', 'state.json', 'last.params', 'last.states', 'best.params',
-        'metrics.csv', 'curves.png', 'predictions.png', 'checkpoints'])
+        'metrics.csv', 'curves.png', 'predictions.png', 'classes.json', 'checkpoints'])
     with open(os.path.join(out, 'args.json')) as f:
         args = json.load(f)
     assert args['num_epochs'] == 2 and args['crop_size'] == [64, 64]
@@ -329,7 +331,12 @@ def test_run_writes_every_file(two_epoch_run, small_voc_dir):
         assert os.path.samefile(os.path.join(out, name), os.path.join(out, ckpt[role]))
     assert sorted(os.listdir(os.path.join(out, 'checkpoints'))) == sorted(
         {os.path.basename(p) for p in ckpt.values()})
-    assert _png_size(os.path.join(out, 'predictions.png')) == (800, 600)
+    # D2L's 4 x 3 grid (2 inches a cell at 100 dpi), and half an inch for the legend.
+    assert _png_size(os.path.join(out, 'predictions.png')) == (800, 650)
+    with open(os.path.join(out, 'classes.json')) as f:
+        classes = json.load(f)
+    assert classes['names'] == VOC_CLASSES
+    assert classes['palette'] == voc_palette()[:21].tolist()
     assert _png_size(os.path.join(out, 'curves.png')) == (350, 250)
     assert not [f for f in os.listdir(out) if f.startswith('.')]  # no temp files
 
