@@ -17,7 +17,8 @@ A run folder (`out_dir`, the train command's --out-dir) holds:
 Saving an epoch writes its files under new names, then replaces state.json
 atomically, then updates the stable names and removes what is no longer
 named: whatever stops the process, state.json names one complete epoch.
-Explained in chapters/training-at-scale.md.
+This docstring and `RunFolder`'s methods are the protocol's documentation;
+chapters/training-at-scale.md shows resuming, README.md the guarantees.
 """
 import contextlib
 import csv
