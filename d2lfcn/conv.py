@@ -78,14 +78,15 @@ def _per_axis(input_shape, *params):
 
 
 def conv_output_shape(input_shape, kernel_size, strides=1, padding=0):
-    """Return a convolution's output shape, per axis floor((n - k + p + s) / s).
+    """Return the output shape of a convolution: floor((n - k + 2p + s) / s).
 
-    `padding` is per side as in Gluon's `nn.Conv2D`, so the total p is
-    2 * padding. Ints or tuples are accepted; an int input gives an int.
+    Per axis; `padding` (p) is per side, as in Gluon's `nn.Conv2D`. Ints or
+    tuples are accepted; an int input gives an int.
     Explained in chapters/conv-layer.md.
     """
     axes, (ks, ss, ps) = _per_axis(input_shape, kernel_size, strides, padding)
-    out = tuple((n - k + 2 * p + s) // s for n, k, s, p in zip(axes, ks, ss, ps))
+    out = tuple((n - k + 2 * p + s) // s
+                for n, k, s, p in zip(axes, ks, ss, ps))
     return out[0] if np.isscalar(input_shape) else out
 
 
