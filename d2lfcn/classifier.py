@@ -17,7 +17,8 @@ from .voc import normalize_image
 
 __all__ = ['imagenet_classes', 'pretrained_classifier', 'to_fully_convolutional',
            'resize_to_multiple', 'stable_softmax', 'class_heatmaps', 'VOC_GROUPS',
-           'IMAGENET_DOGS', 'class_groups', 'group_heatmap', 'combine_heatmaps']
+           'IMAGENET_DOGS', 'class_groups', 'group_heatmap', 'groups_found',
+           'combine_heatmaps']
 
 
 def imagenet_classes():
@@ -44,16 +45,16 @@ def pretrained_classifier(ctx=None):
 
 
 def to_fully_convolutional(classifier):
-    """Return a network computing `classifier`'s class scores at every position.
+    """Return a network computing `classifier`'s class scores everywhere.
 
-    The Dense layer becomes a 1x1 convolution with the same weights, and the
-    global average pooling and flatten go; the features are shared, not copied.
-    Maps (N, 3, H, W) to (N, classes, H/32, W/32) for a resnet18_v2.
-    Explained in chapters/fully-convolutional-classifier.md.
+    The Dense layer becomes a 1x1 convolution with the same weights, and
+    the global average pooling and flatten go; the features are shared,
+    not copied. Maps (N, 3, H, W) to (N, classes, H/32, W/32) for a
+    resnet18_v2. Explained in chapters/fully-convolutional-classifier.md.
     """
     net = nn.HybridSequential(prefix='')
-    net.add(*classifier.features[:-2])               # up to (N, 512, H/32, W/32)
-    net.add(dense_to_conv1x1(classifier.output))     # (N, classes, H/32, W/32)
+    net.add(*classifier.features[:-2])            # (N, 512, H/32, W/32)
+    net.add(dense_to_conv1x1(classifier.output))  # (N, classes, H/32, W/32)
     return net
 
 
@@ -72,8 +73,8 @@ def resize_to_multiple(img, short_side, multiple=STRIDE):
 def stable_softmax(scores, axis=1):
     """Compute a softmax along `axis`, subtracting the maximum first.
 
-    exp(s - max) lies in (0, 1], so nothing overflows, and the largest term is
-    1, so the sum cannot underflow to 0; the result equals exp(s) / sum exp(s).
+    exp(s - max) lies in (0, 1], so nothing overflows, and the largest term
+    is 1, so the sum cannot underflow to 0; the result is exp(s) / sum exp(s).
     Explained in chapters/fully-convolutional-classifier.md.
     """
     shifted = scores - scores.max(axis=axis, keepdims=True)  # <= 0
@@ -92,9 +93,10 @@ def class_heatmaps(fcn, img, sizes, ctx=None):
     ctx = ctx or mx.cpu()
     maps = []
     for short_side in sizes:
-        x = normalize_image(resize_to_multiple(img, short_side))  # (32h, 32w, 3)
+        # Resized so that each side is a multiple of 32: (32h, 32w, 3).
+        x = normalize_image(resize_to_multiple(img, short_side))
         X = x.transpose((2, 0, 1)).expand_dims(0).as_in_context(ctx)
-        maps.append(stable_softmax(fcn(X))[0])   # (C, h, w), sums to 1 over C
+        maps.append(stable_softmax(fcn(X))[0])  # (C, h, w), sums to 1 over C
     return maps
 
 
@@ -105,7 +107,9 @@ VOC_GROUPS = {
     'vehicle': ['aeroplane', 'bicycle', 'boat', 'bus', 'car', 'motorbike', 'train'],
     'indoor': ['bottle', 'chair', 'diningtable', 'potted plant', 'sofa', 'tv/monitor'],
 }
-# ImageNet-1k's 118 dog breeds, 'Chihuahua' (151) to 'Mexican hairless' (268).
+# ImageNet-1k's 118 dog breeds, 'Chihuahua' (151) to 'Mexican hairless' (268):
+# the classes under WordNet's synset n02084071 ('dog'), which are neighbours
+# in the model zoo's order (by WordNet id). Fixed here: WordNet is a download.
 IMAGENET_DOGS = range(151, 269)
 
 
@@ -113,8 +117,8 @@ def class_groups(classes):
     """Return {group name: indices into `classes`} of the groups with members there.
 
     1000 classes are taken to be ImageNet-1k's, in the model zoo's order: they
-    give the group 'dog' of its 118 breeds. Other classes are grouped by
-    VOC_GROUPS. Explained in chapters/fully-convolutional-classifier.md.
+    give the group 'dog' of its 118 breeds (IMAGENET_DOGS). Other classes are
+    grouped by VOC_GROUPS. Explained in chapters/fully-convolutional-classifier.md.
     """
     if len(classes) == 1000:
         return {'dog': list(IMAGENET_DOGS)}
@@ -133,24 +137,35 @@ def group_heatmap(probs, class_ids):
     return nd.take(probs, ids, axis=0).sum(axis=0)        # (h, w)
 
 
+def groups_found(probs, groups, threshold=0.5):
+    """Return the names of `groups` of several classes found in (C, h, w) `probs`.
+
+    A group is found where its probability exceeds `threshold` at some
+    position; groups of one class are left out (they are classes).
+    Explained in chapters/fully-convolutional-classifier.md.
+    """
+    return [name for name, ids in groups.items() if len(ids) > 1 and
+            group_heatmap(probs, ids).max().asscalar() > threshold]
+
+
 def combine_heatmaps(maps, how='arithmetic', size=None):
     """Combine class-probability maps of several sizes into one (C, h, w) map.
 
-    Each map is resized bilinearly (pixel centres aligned) to `size` (default:
-    the largest map's). 'arithmetic' averages the probabilities; 'geometric'
-    averages their logarithms and renormalises over classes, so a class must
-    be likely at every size to stay likely.
+    Each map is resized bilinearly (pixel centres aligned) to `size`
+    (default: the largest map's). 'arithmetic' averages the probabilities;
+    'geometric' averages their logarithms and renormalises over classes, so
+    a class must be likely at every size to stay likely.
     Explained in chapters/fully-convolutional-classifier.md.
     """
     if size is None:
         size = max((m.shape[1:] for m in maps), key=lambda s: s[0] * s[1])
-    resized = [nd.contrib.BilinearResize2D(m.expand_dims(0), height=size[0],
-                                           width=size[1], align_corners=False)[0]
-               for m in maps]                         # each (C, h, w)
+    resized = [nd.contrib.BilinearResize2D(
+        m.expand_dims(0), height=size[0], width=size[1],
+        align_corners=False)[0] for m in maps]        # each (C, h, w)
     stacked = nd.stack(*resized)                      # (sizes, C, h, w)
     if how == 'arithmetic':
         return stacked.mean(axis=0)
     if how == 'geometric':
-        logs = nd.log(nd.maximum(stacked, 1e-12))     # 0 would be log(0) = -inf
+        logs = nd.log(nd.maximum(stacked, 1e-12))     # log(0) would be -inf
         return stable_softmax(logs.mean(axis=0), axis=0)  # exp, renormalised
     raise ValueError(f"how must be 'arithmetic' or 'geometric', not {how!r}")

@@ -109,6 +109,15 @@ def test_group_heatmap_sums_the_group_by_hand():
     assert np.allclose(total.asnumpy(), 1)
 
 
+def test_groups_found_by_hand():
+    probs = nd.array([[[0.1, 0.5]], [[0.3, 0.1]], [[0.3, 0.1]], [[0.3, 0.3]]])  # (4, 1, 2)
+    groups = {'one': [0], 'pair': [1, 2], 'rest': [0, 3], 'other': [1, 3]}
+    # pair: 0.6 and 0.2; rest: 0.4 and 0.8; other: 0.6 and 0.4; 'one' is a class.
+    assert clf.groups_found(probs, groups) == ['pair', 'rest', 'other']
+    assert clf.groups_found(probs, groups, threshold=0.7) == ['rest']
+    assert clf.groups_found(probs, {}) == []
+
+
 def test_combinations_by_hand():
     p1 = nd.array([[[0.5]], [[0.5]]])              # (2 classes, 1, 1)
     p2 = nd.array([[[0.9]], [[0.1]]])

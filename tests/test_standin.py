@@ -15,7 +15,7 @@ from mxnet.gluon.model_zoo import vision
 from d2lfcn import classifier as clf
 from d2lfcn.book import standin
 from d2lfcn.book.patches import STANDIN_CLASSES
-from d2lfcn.drawings import heatmap_figure
+from d2lfcn.drawings import heatmap_figure, sample_photo
 from d2lfcn.model import backbone_file
 
 
@@ -30,9 +30,11 @@ def test_batchnorm_refresh_runs_backward_passes(resnet):
     assert np.abs(got - expected).max() < 0.05 * expected.max()
 
 
-def test_pretrained_weights_come_from_the_cache_only(tmp_path, monkeypatch):
+def test_pretrained_weights_come_from_the_cache_only(tmp_path, monkeypatch, small_voc_dir):
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))
+    monkeypatch.setenv('D2LFCN_DATA', str(tmp_path / 'data'))
     assert clf.pretrained_classifier() is None     # nothing cached: no download
+    assert standin.imagenet_classifier() is None
     path = backbone_file()
     assert path.startswith(str(tmp_path))
     os.makedirs(os.path.dirname(path))
@@ -41,11 +43,24 @@ def test_pretrained_weights_come_from_the_cache_only(tmp_path, monkeypatch):
     saved(nd.zeros((1, 3, 32, 32)))                # finish deferred initialisation
     saved.save_parameters(path)
     got = standin.get_classifier()
-    assert got.pretrained and path in got.note
+    assert got.pretrained and 'ImageNet' in got.note
     assert len(got.classes) == 1000 and got.classes[0] == 'tench'
     assert got.classes[1] == 'goldfish'
     assert np.array_equal(got.net.output.weight.data().asnumpy(),
                           saved.output.weight.data().asnumpy())
+    # The chapter prints the note: it names no file of the machine.
+    assert str(tmp_path) not in got.note + got.summary and '.params' not in got.note
+    # The stand-in is there on request, whatever the cache holds.
+    own = standin.standin_classifier(small_voc_dir, **TINY_STANDIN)
+    assert not own.pretrained and own.net.output.weight.shape == (6, 512)
+    # By default the figure draws the top classes and only the groups the
+    # classifier finds: random weights find no dog, so there is no dog row.
+    photo = sample_photo()[::8, ::8]
+    fig = heatmap_figure(got, photo, (64,))
+    labels = [fig.axes[r * 3].get_ylabel() for r in range((len(fig.axes) - 1) // 3)]
+    maps = clf.class_heatmaps(clf.to_fully_convolutional(got.net), photo, (64,))
+    dog = clf.group_heatmap(maps[0], clf.IMAGENET_DOGS).max().asscalar()
+    assert dog < 0.5 and len(labels) == 3 and not any('dog' in n for n in labels)
 
 
 def test_stand_in_when_nothing_is_cached(tmp_path, monkeypatch, small_voc_dir):
@@ -53,8 +68,9 @@ def test_stand_in_when_nothing_is_cached(tmp_path, monkeypatch, small_voc_dir):
     got = standin.get_classifier(small_voc_dir, num_epochs=1, size=32, bn_batches=2,
                              verbose=False)
     assert not got.pretrained
-    assert got.note.startswith('STAND-IN') and backbone_file() in got.note
-    assert got.summary.startswith('STAND-IN') and backbone_file() not in got.summary
+    assert got.note.startswith('STAND-IN') and got.summary.startswith('STAND-IN')
+    for text in (got.note, got.summary):                 # no path of the machine
+        assert str(tmp_path) not in text and '.params' not in text and '/' not in text
     assert got.classes == ['background', 'aeroplane', 'bus', 'cat', 'person',
                            'potted plant']
     assert got.net.output.weight.shape == (6, 512)
@@ -73,6 +89,12 @@ def test_stand_in_when_nothing_is_cached(tmp_path, monkeypatch, small_voc_dir):
     maps = clf.class_heatmaps(clf.to_fully_convolutional(got.net), img, (64,))
     shown = np.asarray(fig.axes[(rows - 1) * 4].images[1].get_array())
     assert np.abs(shown - (maps[0][1] + maps[0][2]).asnumpy()).max() < 1e-5
+    # Without `groups`, the groups of several classes the combination finds.
+    fig = heatmap_figure(got, img, (64, 96), objects)
+    combined = clf.combine_heatmaps(clf.class_heatmaps(
+        clf.to_fully_convolutional(got.net), img, (64, 96)))
+    found = clf.groups_found(combined, clf.class_groups(got.classes))
+    assert len(fig.axes) == (len(objects) + len(found)) * 4 + 1
 
 
 TINY_STANDIN = dict(num_epochs=1, size=32, bn_batches=2, verbose=False)

@@ -1,4 +1,4 @@
-"""Give the chapters a classifier: ImageNet's resnet18_v2 if cached, else a stand-in trained once.
+"""Give the chapters a classifier: the stand-in trained once, or ImageNet's resnet18_v2 if cached.
 
 Explained in chapters/fully-convolutional-classifier.md.
 """
@@ -14,22 +14,22 @@ from mxnet import autograd, gluon, init, nd
 from mxnet.gluon.model_zoo import vision
 
 from ..classifier import imagenet_classes, pretrained_classifier
-from ..model import backbone_file
 from ..synthetic import read_params, demo_voc_dir
 from ..utils import UserError, atomic_path, default_data_dir, why_write_failed
 from ..voc import VOC_CLASSES, find_voc_dir
 from ..voc import voc_examples
 from .patches import STANDIN_CLASSES, object_patches
 
-__all__ = ['Classifier', 'train_standin_classifier', 'standin_classifier_file', 'get_classifier',
+__all__ = ['Classifier', 'train_standin_classifier', 'standin_classifier_file',
+           'imagenet_classifier', 'standin_classifier', 'get_classifier',
            'PRETRAINED_SIZES', 'STANDIN_SIZES', 'standin_example']
 
 
 Classifier = collections.namedtuple('Classifier',
                                     ['net', 'classes', 'pretrained', 'note', 'summary'])
 Classifier.__doc__ = """A classifier, its class names, whether its weights are
-ImageNet's, one line saying where the weights came from, and a shorter
-summary (no file paths) for figure titles."""
+ImageNet's, one line saying what it is and where its weights came from, and a
+shorter summary for figure titles; neither names a file of the machine."""
 
 
 def _accuracy(net, X, y, batch_size=64):
@@ -173,40 +173,57 @@ def _standin_accuracy(path):
         return None
 
 
-def get_classifier(voc_dir=None, ctx=None, **standin_kwargs):
-    """Return the pretrained ImageNet resnet18_v2 if cached, else a stand-in.
+def imagenet_classifier(ctx=None):
+    """Return ImageNet's resnet18_v2 as a `Classifier` if its weights are cached, else None.
+
+    Only the model zoo's cache ($MXNET_HOME/models) is looked at: nothing is
+    downloaded. Explained in chapters/fully-convolutional-classifier.md.
+    """
+    net = pretrained_classifier(ctx)
+    if net is None:
+        return None
+    summary = 'resnet18_v2 with pretrained ImageNet weights'
+    return Classifier(net, imagenet_classes(), True,
+                      summary + " (1000 classes), from the model zoo's cache", summary)
+
+
+def standin_classifier(voc_dir=None, ctx=None, **standin_kwargs):
+    """Return the stand-in classifier as a `Classifier`, training it on first use.
 
     Parameters
     ----------
     voc_dir : str, optional
         Dataset the stand-in trains on (default: the embedded demo dataset).
     ctx : Context, optional
-        Where the pretrained weights are loaded (the stand-in trains on the CPU).
+        Where the weights are loaded (the stand-in trains on the CPU).
     **standin_kwargs
         Passed to `train_standin_classifier` (num_epochs, max_images, ...),
         through `standin_classifier_file`, which trains it once and caches it.
 
-    Returns a `Classifier(net, classes, pretrained, note, summary)`; `note`
-    says in one line which weights are used. Explained in
-    chapters/fully-convolutional-classifier.md.
+    Its `note` and `summary` say what it is and name no file.
+    Explained in chapters/fully-convolutional-classifier.md.
     """
-    net = pretrained_classifier(ctx)
-    if net is not None:
-        return Classifier(net, imagenet_classes(), True,
-                          f'pretrained ImageNet weights from {backbone_file()}',
-                          'resnet18_v2 with pretrained ImageNet weights')
     # Trained once, then read from its cache (chapters/fcn.md uses the same file).
     path = standin_classifier_file(voc_dir, **standin_kwargs)
     net = vision.resnet18_v2(classes=len(STANDIN_CLASSES))
     net.load_parameters(path, ctx=ctx or mx.cpu())
     net.hybridize()
     acc = _standin_accuracy(path)
-    note = (f'STAND-IN: no pretrained weights at {backbone_file()}, so this '
-            f'resnet18_v2 was trained briefly on object patches of the embedded '
-            f'dataset ({len(STANDIN_CLASSES)} classes, validation accuracy {acc:.2f})')
+    note = (f'STAND-IN, not ImageNet weights: resnet18_v2 trained briefly on object '
+            f'patches of the embedded dataset ({len(STANDIN_CLASSES)} classes, '
+            f'validation patch accuracy {acc:.2f})')
     summary = (f'STAND-IN (no pretrained weights): resnet18_v2 trained briefly on object '
                f'patches of the embedded dataset, validation accuracy {acc:.2f}')
     return Classifier(net, list(STANDIN_CLASSES), False, note, summary)
+
+
+def get_classifier(voc_dir=None, ctx=None, **standin_kwargs):
+    """Return `imagenet_classifier(ctx)` if the weights are cached, else `standin_classifier`.
+
+    The arguments are those of `standin_classifier`. Explained in
+    chapters/fully-convolutional-classifier.md.
+    """
+    return imagenet_classifier(ctx) or standin_classifier(voc_dir, ctx, **standin_kwargs)
 
 
 # Input sizes (shorter side, pixels) of the heatmap demos: ImageNet's

@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 
 from ..classifier import (class_groups, class_heatmaps, combine_heatmaps, group_heatmap,
-                          to_fully_convolutional)
+                          groups_found, to_fully_convolutional)
 from ..utils import to_numpy
 
 __all__ = ['plot_heatmaps', 'heatmap_figure']
@@ -63,13 +63,15 @@ def _row_label(name, ids, classes):
     return f'{name} ({len(ids)} classes)'
 
 
-def heatmap_figure(classifier, img, sizes, class_names=None, top=3, groups=()):
+def heatmap_figure(classifier, img, sizes, class_names=None, top=3, groups=None):
     """Compute heatmaps of `img` at `sizes`, combine them, and plot classes and groups.
 
     `class_names` are names from `classifier.classes`; by default the `top`
     classes of the arithmetic combination, averaged over the image. `groups`
     names groups of `class_groups(classifier.classes)`, each drawn as one
-    more row. Returns the Figure.
+    more row; by default those the arithmetic combination finds
+    (`groups_found`), so no group is drawn that the classifier does not see
+    in the image. Returns the Figure.
     Explained in chapters/fully-convolutional-classifier.md.
     """
     fcn = to_fully_convolutional(classifier.net)
@@ -82,6 +84,8 @@ def heatmap_figure(classifier, img, sizes, class_names=None, top=3, groups=()):
     else:
         class_ids = [classifier.classes.index(name) for name in class_names]
     known = class_groups(classifier.classes)
+    if groups is None:
+        groups = groups_found(combined['arithmetic mean'], known)
     rows = [(classifier.classes[i], [i]) for i in class_ids]
     rows += [(_row_label(g, known[g], classifier.classes), known[g]) for g in groups]
     return plot_heatmaps(img, maps, sizes, rows, combined, title=classifier.summary)
