@@ -1,4 +1,4 @@
-"""Install d2lfcn: `pip install -e '.[cpu]'` (or `.[cu112]` for CUDA 11.2; add `book` for the book)."""
+"""Install d2lfcn: `pip install -e '.[cpu]'` (or `.[cu112]` for CUDA 11.2; add `book` for the book, `onnx` for ONNX)."""
 from setuptools import find_packages, setup
 
 # python -m d2lfcn.book and python -m d2lfcn.notebooks: jupytext reads the
@@ -9,6 +9,12 @@ from setuptools import find_packages, setup
 BOOK = ['jupytext==1.19.6', 'nbclient==0.11.0', 'ipykernel==7.4.0', 'jupyter-cache==1.0.1',
         'sphinx==9.0.4', 'myst-nb==1.4.0', 'sphinx-book-theme==1.4.0',
         'latex2mathml==3.81.1', 'playwright==1.65.2']
+
+# python -m d2lfcn.export --format onnx and python -m d2lfcn.predict --onnx.
+# One pair installs beside MXNet's numpy<2 pins on every supported Python
+# (3.8 to 3.12): onnxruntime 1.17.3 wants numpy>=1.24.2 on 3.11, onnx 1.15
+# has no 3.12 wheel, and onnx >= 1.19 lacks the onnx.mapping MXNet's exporter uses.
+ONNX = ['onnx==1.16.2', 'onnxruntime==1.18.1']
 
 setup(
     name='d2lfcn',
@@ -55,7 +61,8 @@ setup(
         'cpu': ['mxnet==1.9.1'],
         'cu112': ['mxnet-cu112==1.9.1'],
         'book': BOOK,
+        'onnx': ONNX,
         # The book's browser test builds the book, so tests need all of it.
-        'test': ['pytest>=7'] + BOOK,
+        'test': ['pytest>=7'] + BOOK + ONNX,
     },
 )

@@ -190,7 +190,7 @@ class FolderSegDataset(SegDataset):
         folder = os.fspath(folder)
         classes = read_classes(folder)
         pairs = _pairs(folder)
-        train, val, _ = split or mask_folder_split(folder)
+        train, val = split or mask_folder_split(folder)[:2]
         names = train if is_train else val
         missing = [n for n in names if n not in pairs]
         if missing:

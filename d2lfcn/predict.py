@@ -1,15 +1,15 @@
 """Segment image files with a trained FCN: `python -m d2lfcn.predict`.
 
-The segmentation itself is `d2lfcn.inference.predict_image`.
+The segmentation itself is `d2lfcn.inference.predict_image` (MXNet), or
+`d2lfcn.runtime.OnnxFCN.predict` with --onnx, which imports no MXNet.
 Explained in chapters/training-at-scale.md.
 """
 import os
 
-from .image import read_image, write_png
-from .inference import label2image, overlay, predict_image
-from .model import FCN_ARCHS, STRIDE, load_fcn
 from .cli import ArgumentParser, run_cli
-from .utils import UserError, check_out_dir, get_devices
+from .image import read_image, write_png
+from .segmaps import FCN_ARCHS, STRIDE, add_legend, blend, colorize
+from .utils import UserError, check_out_dir
 
 
 def _read_rgb(path):
@@ -24,11 +24,19 @@ def _parse(argv):
     p = ArgumentParser(
         prog='python -m d2lfcn.predict',
         description='Segment images with a trained FCN; write <stem>_label.png '
-                    '(classes in VOC colours) and <stem>_overlay.png per image.')
+                    '(classes in colours) and <stem>_overlay.png (the colours over '
+                    'the photo, with a legend naming the classes) per image.')
     p.add_argument('images', nargs='+', metavar='IMAGE',
                    help='image files of any size: JPEG, PNG, BMP, GIF, TIFF, WebP or PPM')
-    p.add_argument('--params', required=True,
-                   help='FCN weights written by python -m d2lfcn.train (required)')
+    weights = p.add_mutually_exclusive_group(required=True)
+    weights.add_argument('--params',
+                         help='FCN weights written by python -m d2lfcn.train; class '
+                              'names from classes.json beside them (one of --params '
+                              'and --onnx is required)')
+    weights.add_argument('--onnx', metavar='FILE',
+                         help='an FCN exported by python -m d2lfcn.export --format onnx, '
+                              'run by onnxruntime without MXNet; class names from the '
+                              'file')
     p.add_argument('--out-dir', default='.',
                    help='folder for the PNGs, created if needed (default: .)')
     p.add_argument('--arch', choices=FCN_ARCHS,
@@ -78,27 +86,55 @@ def _outputs(images, out_dir):
     return outputs
 
 
-def _write_png(path, rgb):
-    write_png(path, rgb)
+def _mxnet_fcn(args):
+    """Return (segment(img, i), class names, palette) of the network in --params, on MXNet."""
+    from .inference import predict_image
+    from .model import load_fcn
+    from .runfolder import read_classes_beside
+    from .utils import get_devices
+    devices = get_devices(args.gpus)
+    net = load_fcn(args.params, args.arch, args.num_classes, devices)
+    net.hybridize()
+    names, palette = read_classes_beside(args.params, net.score.weight.shape[0])
+
+    def segment(img, i):  # images take turns on the devices
+        return predict_image(net, img, ctx=devices[i % len(devices)], mode=args.mode,
+                             tile_size=tuple(args.tile_size), overlap=args.overlap)
+    return segment, names, palette
+
+
+def _onnx_fcn(args):
+    """Return (segment(img, i), class names, palette) of the network in --onnx, no MXNet."""
+    from .runtime import OnnxFCN
+    for flag, given in (('--gpus', args.gpus), ('--mode tile', args.mode == 'tile')):
+        if given:
+            raise UserError(f'{flag}: runs with --params (MXNet); --onnx runs on the CPU, '
+                            'in pad mode')
+    fcn = OnnxFCN(args.onnx)
+    if args.arch and args.arch != fcn.arch:
+        raise UserError(f'--onnx {args.onnx} holds an {fcn.arch}, not --arch {args.arch}; '
+                        f'pass --arch {fcn.arch}')
+    if args.num_classes and args.num_classes != len(fcn.class_names):
+        raise UserError(f'--onnx {args.onnx} scores {len(fcn.class_names)} classes, not '
+                        f'--num-classes {args.num_classes}')
+    return (lambda img, i: fcn.predict(img)), fcn.class_names, fcn.palette
 
 
 def main(argv=None):
-    """Segment IMAGE... with the FCN in --params; see --help."""
+    """Segment IMAGE... with the FCN in --params (or --onnx); see --help."""
     args = _parse(argv)
     outputs = _outputs(args.images, args.out_dir)
     check_out_dir(args.out_dir)
     for path in args.images:  # check every input before writing anything
         _read_rgb(path)
-    devices = get_devices(args.gpus)
-    net = load_fcn(args.params, args.arch, args.num_classes, devices)
-    net.hybridize()
+    segment, names, palette = (_onnx_fcn if args.onnx else _mxnet_fcn)(args)
     for i, path in enumerate(args.images):
         img = _read_rgb(path)
-        pred = predict_image(net, img, ctx=devices[i % len(devices)], mode=args.mode,
-                             tile_size=tuple(args.tile_size), overlap=args.overlap)
+        pred = segment(img, i)  # (H, W) class ids
         label_png, overlay_png = outputs[path]
-        _write_png(label_png, label2image(pred))
-        _write_png(overlay_png, overlay(img, pred, args.alpha))
+        write_png(label_png, colorize(pred, palette))
+        write_png(overlay_png, add_legend(blend(img, pred, args.alpha, palette), pred,
+                                          names, palette))
         print(f'{path} -> {label_png}, {overlay_png}')
 
 

@@ -35,7 +35,8 @@ import time
 from .download import file_sha1
 from .utils import Arg, Terminated, UserError, atomic_path, topmost_missing
 
-__all__ = ['FILES', 'METRIC_COLUMNS', 'RunFolder', 'read_args', 'write_json',
+__all__ = ['FILES', 'METRIC_COLUMNS', 'RunFolder', 'read_args', 'read_classes_beside',
+           'write_json',
            'write_metrics', 'interrupts_deferred', 'new_run_id']
 
 FILES = dict(args='args.json', state='state.json', last='last.params',
@@ -71,6 +72,32 @@ def read_args(out_dir):
     except (OSError, ValueError):
         return {}
     return saved if isinstance(saved, dict) else {}
+
+
+def read_classes_beside(params, num_classes):
+    """Return (class names, palette) from the classes.json beside a weights file.
+
+    Without one, a network of 21 classes is VOC's, and any other has
+    numbered classes; VOC's palette colours them either way.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(params)), FILES['classes'])
+    if not os.path.exists(path):
+        from .segmaps import voc_palette
+        from .voc import VOC_CLASSES
+        names = (list(VOC_CLASSES) if num_classes == len(VOC_CLASSES)
+                 else [f'class {i}' for i in range(num_classes)])
+        return names, voc_palette()[:num_classes].tolist()
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        names, palette = saved['names'], saved['palette']
+        if not (len(names) == len(palette) == num_classes):
+            raise ValueError(f'{len(names)} names for {num_classes} classes')
+        return [str(n) for n in names], [[int(v) for v in c] for c in palette]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        why = e.strerror if isinstance(e, OSError) else str(e) or type(e).__name__
+        raise UserError(f'{path}: does not name the {num_classes} classes of {params} '
+                        f'({why}); remove it to use numbered classes') from None
 
 
 def _crash_point(name, epoch):

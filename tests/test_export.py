@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon, nd
 
-from d2lfcn.export import export_fcn, main
+from d2lfcn.deploy import export_fcn
+from d2lfcn.export import main
 from d2lfcn.model import get_fcn
 from d2lfcn.cli import run_cli
 
@@ -38,7 +39,7 @@ def test_exported_graph_predicts_like_the_network(tmp_path, arch):
     net = _random_net(arch)
     x = {s: nd.random.normal(shape=s) for s in [(2, 3, 64, 96), (1, 3, 96, 32)]}
     expected = {s: net(v).asnumpy() for s, v in x.items()}  # imperative, before export
-    symbol_file, params_file = export_fcn(net, str(tmp_path / 'out'), arch, 64, 96)
+    params_file, symbol_file = export_fcn(net, str(tmp_path / 'out'), arch, 64, 96)
     assert sorted(os.listdir(tmp_path / 'out')) == [f'{arch}-0000.params',
                                                    f'{arch}-symbol.json']
     assert symbol_file == str(tmp_path / 'out' / f'{arch}-symbol.json')

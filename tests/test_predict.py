@@ -10,11 +10,12 @@ import pytest
 from mxnet import nd
 from mxnet.gluon import nn
 
-from d2lfcn.model import get_fcn
+from d2lfcn.cli import run_cli
 from d2lfcn.inference import label2image, overlay
 from d2lfcn.inference import predict_image as predict
+from d2lfcn.model import get_fcn
 from d2lfcn.predict import main
-from d2lfcn.cli import run_cli
+from d2lfcn.segmaps import voc_palette
 
 MEAN = np.array([0.485, 0.456, 0.406])  # ImageNet statistics, written out here
 STD = np.array([0.229, 0.224, 0.225])
@@ -164,8 +165,16 @@ def test_cli_end_to_end(tmp_path, params, fcn):
     label = cv2.cvtColor(cv2.imread(str(out / 'cat_label.png')), cv2.COLOR_BGR2RGB)
     rgb = cv2.cvtColor(cv2.imread(img), cv2.COLOR_BGR2RGB)
     # The PNG holds exactly the colours of this process's prediction (lossless).
-    np.testing.assert_array_equal(label, label2image(predict(fcn, rgb)))
-    assert cv2.imread(str(out / 'cat_overlay.png')).shape == (50, 70, 3)
+    pred = predict(fcn, rgb)
+    np.testing.assert_array_equal(label, label2image(pred))
+    # The overlay: the blended photo, then a legend of one row per class shown.
+    shown = [c for c in np.unique(pred) if c != 0]
+    overlaid = cv2.cvtColor(cv2.imread(str(out / 'cat_overlay.png')), cv2.COLOR_BGR2RGB)
+    assert overlaid.shape == (50 + 6 + 18 * len(shown), 70, 3)
+    np.testing.assert_array_equal(overlaid[:50], overlay(rgb, pred))
+    legend = overlaid[50:].reshape(-1, 3)
+    for c in shown:  # a swatch of each class's colour; numbered classes: 3 scores
+        assert (legend == voc_palette()[c]).all(axis=1).any(), c
 
 
 @pytest.mark.slow
