@@ -4,6 +4,13 @@ The loop knows nothing of command lines, files or distributed workers:
 whatever else a run does (seeds, learning-rate schedules, progress bars,
 whole-image scores, checkpoints, other workers) comes in as `Callback`s,
 which the loop calls at fixed points, like minGPT's callbacks.
+
+Two choices here are for speed only, and change no result: SegmentationLoss
+moves the class axis last before its softmax (MXNet's CPU softmax over the
+middle axis of (batch, C, H, W) is single-threaded and strided, about half
+as fast), and LossAndAccuracy with hybridize_for_training, which the
+training command uses, keep the scores inside one graph whose memory is
+planned once (benchmarks/bench_train.py measures both).
 Explained in chapters/fcn.md.
 """
 import collections
@@ -42,8 +49,7 @@ class SegmentationLoss(gluon.loss.Loss):
         # D2L decodes void as background (class 0) and trains on it; d2lfcn
         # leaves void pixels out of the loss (boundary='background' restores D2L).
         valid = label != self._ignore_label                # (batch, H, W)
-        # MXNet's CPU softmax over the middle axis of (batch, C, H, W) is
-        # single-threaded and strided; after a transpose it runs twice as fast.
+        # The class scores of each pixel side by side, on the last axis.
         pred = F.transpose(pred, axes=(0, 2, 3, 1))        # (batch, H, W, C)
         logp = F.log_softmax(pred, axis=-1)                # (batch, H, W, C)
         nll = -F.pick(logp, label * valid, axis=-1) * valid  # (batch, H, W)
@@ -87,8 +93,9 @@ class LossAndAccuracy(gluon.HybridBlock):
     Hybridized, the scores (batch x classes x H x W) stay inside one cached
     graph: passed from the network to the loss, they and their gradient
     would be fresh arrays every step, allocated afresh on the CPU (MXNet 1.9
-    does not pool CPU memory). Pass it as train_batch's `loss`.
-    Explained in chapters/fcn.md.
+    does not pool CPU memory). Pass it as train_batch's `loss`. The training
+    command (`fit` in d2lfcn/job.py) uses it; chapters/fcn.md trains with
+    D2L's plain loss, which computes the same.
     """
 
     def __init__(self, net, loss, ignore_label=IGNORE_LABEL):
@@ -113,8 +120,8 @@ def hybridize_for_training(block, num_devices=1):
     through arrays the engine does not tie to the parameters: reading them
     needs `nd.waitall()` first (train_ch13 waits after every epoch), and on
     several devices the first step's update is lost. So several devices get
-    static_alloc alone.
-    Explained in chapters/fcn.md.
+    static_alloc alone. The training command (`fit` in d2lfcn/job.py) uses
+    it; chapters/fcn.md hybridizes plainly, as D2L does.
     """
     block.hybridize(static_alloc=True, static_shape=num_devices == 1)
 

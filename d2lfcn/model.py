@@ -47,8 +47,11 @@ class BlockConv2DTranspose(nn.Conv2DTranspose):
     """A Conv2DTranspose that computes kernel 2s, stride s, padding s/2 as one matrix product.
 
     Same parameters, outputs and gradients as nn.Conv2DTranspose, up to
-    float rounding; other shapes run nn.Conv2DTranspose's own code.
-    Explained in chapters/fcn.md.
+    float rounding; other shapes run nn.Conv2DTranspose's own code. It is
+    there for speed: on a CPU, MXNet's own deconvolution is slow for this
+    shape, and FCN and SkipFCN upsample with this class instead
+    (the 'stock' loop of benchmarks/bench_train.py measures the difference).
+    chapters/fcn.md shows that the FCN built with it equals D2L's.
     """
 
     def hybrid_forward(self, F, x, weight, bias=None):
@@ -104,7 +107,8 @@ class FCN(nn.HybridBlock):
         with self.name_scope():
             self.score = nn.Conv2D(num_classes, kernel_size=1)
             # in_channels given: the bilinear weights exist (and can be shown)
-            # before the first forward pass. A Conv2DTranspose, computed faster.
+            # before the first forward pass. The same parameters and outputs
+            # as nn.Conv2DTranspose (see BlockConv2DTranspose).
             self.upsample = BlockConv2DTranspose(
                 num_classes, kernel_size=64, padding=16, strides=32,
                 in_channels=num_classes)
