@@ -39,8 +39,8 @@ from . import compat  # noqa: E402,F401  (numpy aliases MXNet needs: before mxne
 # The modules whose public names are d2lfcn's own, in this order.
 _LIBRARY = ('utils', 'segmaps', 'conv', 'model', 'voc', 'maskfolder', 'segdata',
             'synthetic', 'metrics', 'inference', 'loop', 'runfolder', 'job', 'plotting',
-            'drawings', 'classifier', 'book.patches', 'book.standin', 'book.display',
-            'book.glue')
+            'deploy', 'runtime', 'drawings', 'classifier', 'book.patches', 'book.standin',
+            'book.display', 'book.glue')
 _loaded = False
 
 

@@ -93,7 +93,12 @@ def first_line(error, limit=200):
     if isinstance(reason, BaseException):
         return first_line(reason, limit)
     lines = [' '.join(line.split()) for line in str(reason or error).splitlines()]
-    text = next((line for line in lines if line), type(error).__name__)
+    lines = [line for line in lines if line]
+    if lines and lines[0].startswith('Traceback'):
+        lines = lines[-1:]  # MXNet puts its C++ stack first and the reason last
+    text = lines[0] if lines else type(error).__name__
+    if text.startswith('MXNetError: '):
+        text = text[len('MXNetError: '):]
     # MXNet's messages start with a C++ location ("[12:00:00] src/...: "); drop it.
     if text.startswith('[') and '] ' in text:
         text = text.split('] ', 1)[1]

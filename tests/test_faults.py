@@ -713,7 +713,118 @@ RUN_FAULTS = [
           'cannot write'),
 ]
 
-FAULTS = VOC_FAULTS + PREDICT_FAULTS + DOWNLOAD_FAULTS + ARCHIVE_FAULTS + RUN_FAULTS
+
+
+# --------------------------------------- faults: ONNX export and prediction
+
+def _onnx(t):
+    """Export the fixture's weights to ONNX once per row; return the .onnx file."""
+    from d2lfcn.deploy import export_fcn
+    from d2lfcn.model import load_fcn
+    net = load_fcn(t.params)
+    names = ['background', 'a', 'b']
+    return export_fcn(net, str(t.tmp / 'model'), 'fcn', 64, 64, True, names,
+                      [[0, 0, 0], [128, 0, 0], [0, 128, 0]])[2]
+
+
+def _predict_onnx(t, onnx_file, *flags):
+    return ['d2lfcn.predict', t.photo(), '--onnx', onnx_file, '--out-dir', t.out, *flags]
+
+
+DEPLOY_FAULTS = [
+    Fault('export-onnx-params-missing',
+          lambda t: _export(t, '--format', 'onnx')[:1] + [
+              '--params', str(t.tmp / 'none.params'), '--out-dir', t.out, '--format', 'onnx'],
+          'none.params does not exist; pass --params'),
+    Fault('export-onnx-params-damaged',
+          lambda t: _export(t, '--format', 'onnx')[:1] + [
+              '--params', t.write(str(t.tmp / 'bad.params'), os.urandom(500)),
+              '--out-dir', t.out, '--format', 'onnx'],
+          'is corrupt or not an MXNet .params file'),
+    Fault('export-onnx-out-dir-is-a-file',
+          lambda t: _export(t, '--format', 'onnx') + ['--out-dir', t.write(str(t.tmp / 'f'),
+                                                                          b'x')],
+          'is a file, not a folder'),
+    Fault('export-onnx-out-dir-read-only',
+          lambda t: _export(t, '--format', 'onnx') + ['--out-dir', _read_only(t, 'ro')],
+          'cannot write there (Permission denied)'),
+    Fault('export-onnx-wrong-arch', lambda t: _export(t, '--format', 'onnx', '--arch', 'fcn8s'),
+          'holds an fcn32s, not an fcn8s; pass --arch fcn32s'),
+    Fault('predict-onnx-missing',
+          lambda t: _predict_onnx(t, str(t.tmp / 'none.onnx')),
+          'none.onnx does not exist; pass --onnx'),
+    Fault('predict-onnx-damaged',
+          lambda t: _predict_onnx(t, t.write(str(t.tmp / 'bad.onnx'), os.urandom(300))),
+          'bad.onnx is damaged or not a model'),
+    Fault('predict-onnx-tile', lambda t: _predict_onnx(t, _onnx(t), '--mode', 'tile'),
+          '--mode tile: runs with --params (MXNet)'),
+    Fault('predict-onnx-wrong-arch', lambda t: _predict_onnx(t, _onnx(t), '--arch', 'fcn8s'),
+          'holds an fcn32s, not --arch fcn8s'),
+]
+
+
+# ---------------------------------------- faults: your own dataset folder
+
+def _folder(t):
+    """Return a writable copy of the tiny VOC set in the plain folder layout."""
+    dst = t.tmp / 'dataset'
+    if not dst.exists():
+        for sub in ('images', 'masks'):
+            (dst / sub).mkdir(parents=True)
+        for split in ('train', 'val'):
+            names = t.names(split)
+            (dst / f'{split}.txt').write_text('\n'.join(names) + '\n')
+            for name in names:
+                shutil.copy(t.jpg(name, split), dst / 'images' / f'{name}.jpg')
+                ids = np.array(Image.open(t.png(name, split)))  # palette indices
+                Image.fromarray(ids).save(dst / 'masks' / f'{name}.png')
+        (dst / 'classes.txt').write_text('\n'.join(voc.VOC_CLASSES) + '\n')
+    return dst
+
+
+def _mask(t, edit):
+    dst = _folder(t)
+    mask = dst / 'masks' / f'{t.names()[0]}.png'
+    edit(mask)
+    return t.train(data=str(dst))
+
+
+def _value_21(mask):
+    ids = np.array(Image.open(mask))
+    ids[1, 1] = 21
+    Image.fromarray(ids).save(mask)
+
+
+FOLDER_FAULTS = [
+    Fault('folder-mask-value-21', lambda t: _mask(t, _value_21),
+          'mask value 21 is neither a class index 0..20'),
+    Fault('folder-mask-rgb',
+          lambda t: _mask(t, lambda m: Image.open(m).convert('RGB').save(m)),
+          'an RGB mask; save masks as single-channel PNGs of class indices'),
+    Fault('folder-mask-smaller-than-image',
+          lambda t: _mask(t, lambda m: Image.fromarray(np.array(Image.open(m))[:-2]).save(m)),
+          'but its image'),
+    Fault('folder-image-without-mask', lambda t: _mask(t, os.remove), 'no mask for it'),
+    Fault('folder-mask-without-image',
+          lambda t: (os.remove(_folder(t) / 'images' / f'{t.names()[0]}.jpg'),
+                     t.train(data=str(_folder(t))))[1],
+          'no image for it'),
+    Fault('folder-empty-class-name',
+          lambda t: ((_folder(t) / 'classes.txt').write_text('background\n \ncat\n'),
+                     t.train(data=str(_folder(t))))[1],
+          'classes.txt, line 2: empty class name'),
+    Fault('folder-duplicate-class-name',
+          lambda t: ((_folder(t) / 'classes.txt').write_text('background\ncat\ncat\n'),
+                     t.train(data=str(_folder(t))))[1],
+          "classes.txt, line 3: class 'cat' again (first on line 2)"),
+    Fault('folder-train-txt-without-val-txt',
+          lambda t: (os.remove(_folder(t) / 'val.txt'), t.train(data=str(_folder(t))))[1],
+          'train.txt without'),
+]
+
+
+FAULTS = (VOC_FAULTS + PREDICT_FAULTS + DOWNLOAD_FAULTS + ARCHIVE_FAULTS + RUN_FAULTS
+          + DEPLOY_FAULTS + FOLDER_FAULTS)
 
 
 # ------------------------------------------------------------ the test

@@ -17,9 +17,12 @@ def _loaded_after(code):
 
 
 def test_import_loads_the_library_only():
-    loaded = _loaded_after('import d2lfcn')
+    # `import d2lfcn` alone loads no MXNet; its first name loads the library.
+    assert 'mxnet' not in _loaded_after('import d2lfcn')
+    loaded = _loaded_after('import d2lfcn\nd2lfcn.get_fcn')
     ours = {m.split('.', 1)[1] for m in loaded if m.startswith('d2lfcn.')}
-    assert ours and not ours & COMMANDS
+    assert {'model', 'loop', 'job', 'voc'} <= ours and not ours & COMMANDS
+    assert 'mxnet' in loaded
     assert 'matplotlib.pyplot' not in loaded and 'tqdm' not in loaded
 
 
@@ -77,3 +80,20 @@ def test_no_import_cycles_and_no_command_imports_another():
 
     for name in modules:
         visit(name, [])
+
+
+def test_every_module_is_named_where_a_newcomer_looks():
+    """chapters/index.md's module table and the package docstring name every module."""
+    import re
+    import d2lfcn
+    modules = {_module_name(p) for p in PACKAGE.rglob('*.py')} - {''}
+    index = (PACKAGE.parent / 'chapters' / 'index.md').read_text(encoding='utf-8')
+    table = index[index.index('## Where the Code Lives'):index.index('## Running')]
+    named = set(re.findall(r'`([\w.*]+)`', table))
+    docstring = set(re.findall(r'\w+', d2lfcn.__doc__))
+    for module in sorted(modules):
+        in_table = (module in named or (module.startswith('drawings') and 'drawings.*' in named)
+                    or (module in ('book', 'book.__main__') and 'book' in named))
+        assert in_table, f'chapters/index.md does not name {module}'
+        assert module.split('.')[-1] in docstring or module == 'book.__main__', \
+            f'the package docstring does not name {module}'

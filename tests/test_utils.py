@@ -132,6 +132,10 @@ def test_first_line_says_why_in_one_short_line():
     assert first_line(RuntimeError('[12:00:00] src/io.cc:12: Check failed: x\nStack')) == \
         'src/io.cc:12: Check failed: x'
     assert first_line(KeyError()) == 'KeyError'
+    # MXNet's stack comes first, its reason last.
+    stack = ('Traceback (most recent call last):\n  File "../src/ndarray/ndarray.cc", '
+             'line 1858\nMXNetError: Check failed: header == magic: Invalid NDArray file')
+    assert first_line(RuntimeError(stack)) == 'Check failed: header == magic: Invalid NDArray file'
     refused = urllib.error.URLError(ConnectionRefusedError(111, 'Connection refused'))
     assert first_line(refused) == 'Connection refused'
     assert first_line(ValueError('x' * 300), 10) == 'x' * 10
