@@ -117,7 +117,7 @@ def _tiled_scores(net, x, ctx, tile_size, overlap):
 
 
 def label2image(pred, palette=None):
-    """Colour an (H, W) class map with VOC's palette (or `palette`): (H, W, 3) uint8.
+    """Colour an (H, W) class map, in VOC's palette by default: (H, W, 3) uint8.
 
     Explained in chapters/fcn.md.
     """

@@ -353,6 +353,6 @@ def _baselines(test_iter, whole_set, num_classes, hooks):
     whole = background_baseline(((None, y.expand_dims(0)) for _, y in whole_set),
                                 num_classes, hooks.reduce)
     print(f"all-background baseline: test acc {base['pixel_acc']:.3f}, test mIoU "
-          f"{base['mean_iou']:.3f}; whole images: pixel acc "
-          f"{whole['pixel_acc']:.3f}, mIoU {whole['mean_iou']:.3f}")
+          f"{base['mean_iou']:.3f}\n  whole images: pixel acc {whole['pixel_acc']:.3f}, "
+          f"mIoU {whole['mean_iou']:.3f}")
     return dict(base, whole_miou=whole['mean_iou'], whole_acc=whole['pixel_acc'])

@@ -288,8 +288,8 @@ def test_run_prints_d2l_lines(two_epoch_run):
     _, text = two_epoch_run
     epochs = EPOCH_LINE.findall(text)
     assert [e[0] for e in epochs] == ['1', '2']
-    assert re.search(r'^all-background baseline: test acc \d\.\d{3}, test mIoU \d\.\d{3}; '
-                     r'whole images: pixel acc \d\.\d{3}, mIoU \d\.\d{3}$', text, re.M)
+    assert re.search(r'^all-background baseline: test acc \d\.\d{3}, test mIoU \d\.\d{3}\n'
+                     r'  whole images: pixel acc \d\.\d{3}, mIoU \d\.\d{3}$', text, re.M)
     assert len(re.findall(r'^  whole images: pixel acc \d\.\d{3}, mean acc \d\.\d{3}, '
                           r'mIoU \d\.\d{3}, fw IoU \d\.\d{3}$', text, re.M)) == 2
     assert re.search(r'^best whole-image mIoU \d\.\d{3} \(epoch [12], baseline '
