@@ -213,13 +213,17 @@ class SaveEpochs(Callback):
     Explained in chapters/training-at-scale.md.
     """
 
-    def __init__(self, folder, net, trainer, args, state=None):
+    def __init__(self, folder, net, trainer, args, state=None, saved_args=None,
+                 classes=None, split=None):
         self.folder, self.net, self.trainer, self.args = folder, net, trainer, args
         self.history = list(state['history']) if state else []
         self.best = (dict(miou=state['best_miou'], epoch=state['best_epoch'])
                      if state else dict(miou=-1.0, epoch=0))
         self.run_id = (state or {}).get('run_id') or new_run_id()
-        self.baseline, self.saved_args, self.classes, self.split = None, {}, None, None
+        # What state.json records besides the epochs: the run's options, its
+        # classes (names, colours), a drawn split, and the all-background scores.
+        self.saved_args, self.classes, self.split = saved_args or {}, classes, split
+        self.baseline = None
 
     def on_epoch_end(self, record):
         from .plotting import plot_training_curves
@@ -292,6 +296,32 @@ def _fit(args, devices, callbacks, place, folder):
                                                  args.num_workers, place.num_workers,
                                                  place.rank)
     num_classes = len(train_set.classes)
+    net, trainer, loss = _model(args, devices, place, num_classes, folder, state)
+    saver = SaveEpochs(out, net, trainer, args, state,
+                       saved_args=dict(vars(args), devices=[str(d) for d in devices],
+                                       voc_dir=data_dir, dist_workers=place.num_workers),
+                       classes=dict(names=train_set.classes,
+                                    palette=voc_palette()[:num_classes].tolist()),
+                       split=dict(train=split[0], val=split[1]) if split else None)
+    whole_set = place.shard(whole_set)
+    hooks = Hooks(start_epoch=state['epoch'] if state else 0)
+    place.watch(net, train_set, train_iter.batch_sampler, hooks.start_epoch)
+    for callback in (EpochSeeds(place.seed(args.seed)),
+                     LearningRateSchedule(trainer, _lr_fn(args, len(train_iter))),
+                     *callbacks, place,
+                     WholeImageScores(net, whole_set, devices, num_classes, hooks.reduce),
+                     saver):
+        hooks.add(callback)
+    saver.baseline = _baselines(test_iter, whole_set, num_classes, hooks)
+    _train(args, devices, place, net, train_iter, test_iter, loss, trainer, hooks, saver)
+    _save_predictions(out, net, test_set, devices, saver.classes)
+    print(f"best whole-image mIoU {saver.best['miou']:.3f} (epoch {saver.best['epoch']}, "
+          f"baseline {saver.baseline['whole_miou']:.3f}); saved in {args.out_dir}")
+    return saver.history
+
+
+def _model(args, devices, place, num_classes, folder, state):
+    """Return (network, trainer, training graph), resumed from `state` if given."""
     net = _fcn(args, devices, num_classes)
     trainer = _trainer(args, net, place)
     if state is not None:
@@ -308,28 +338,19 @@ def _fit(args, devices, callbacks, place, folder):
         # The network alone evaluates crops and whole images (a new shape
         # each): no static memory. The training graph keeps its own.
         net.hybridize()
+    return net, trainer, loss
 
-    num_batches = len(train_iter)
 
+def _lr_fn(args, num_batches):
+    """Return the learning rate of every update, as the recipe schedules it."""
     def lr_fn(step):
         return lr_at(step, args.num_epochs * num_batches, args.lr, args.lr_schedule,
                      round(args.warmup_epochs * num_batches))
+    return lr_fn
 
-    whole_set = place.shard(whole_set)
-    hooks = Hooks(start_epoch=state['epoch'] if state else 0)
-    place.watch(net, train_set, train_iter.batch_sampler, hooks.start_epoch)
-    saver = SaveEpochs(out, net, trainer, args, state)
-    saver.saved_args = dict(vars(args), devices=[str(d) for d in devices],
-                            voc_dir=data_dir, dist_workers=place.num_workers)
-    saver.classes = dict(names=train_set.classes,
-                         palette=voc_palette()[:num_classes].tolist())
-    saver.split = dict(train=split[0], val=split[1]) if split else None
-    for callback in (EpochSeeds(place.seed(args.seed)), LearningRateSchedule(trainer, lr_fn),
-                     *callbacks, place,
-                     WholeImageScores(net, whole_set, devices, num_classes, hooks.reduce),
-                     saver):
-        hooks.add(callback)
-    saver.baseline = _baselines(test_iter, whole_set, num_classes, hooks)
+
+def _train(args, devices, place, net, train_iter, test_iter, loss, trainer, hooks, saver):
+    """Run D2L's loop; a diverging loss says which checkpoint is kept."""
     # Errors from here on may meet one worker alone: it must not wait for the others.
     with place.abandon_on_error():
         try:
@@ -341,10 +362,6 @@ def _fit(args, devices, callbacks, place, folder):
                     else 'no checkpoint was written')
             raise TrainingDiverged(f'{e}; {kept}; try a smaller {{lr}}',
                                    lr=Arg('lr')) from None
-    _save_predictions(out, net, test_set, devices, saver.classes)
-    print(f"best whole-image mIoU {saver.best['miou']:.3f} (epoch {saver.best['epoch']}, "
-          f"baseline {saver.baseline['whole_miou']:.3f}); saved in {args.out_dir}")
-    return saver.history
 
 
 def _baselines(test_iter, whole_set, num_classes, hooks):
