@@ -49,7 +49,8 @@ def _mxnet_message(error):
     if isinstance(error, ModuleNotFoundError) and error.name == 'mxnet':
         return ("d2lfcn needs MXNet: pip install 'd2lfcn[cpu]' "
                 "(or 'd2lfcn[cu112]' on a CUDA 11.2 machine)")
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    from .utils import first_line  # no MXNet: utils imports it only where devices are used
+    return first_line(error)
 
 
 def _load():

@@ -5,7 +5,7 @@ Explained in chapters/fcn.md.
 import numpy as np
 from mxnet import nd
 
-from .segmaps import STRIDE, blend, colorize, full_palette, pad_to_stride
+from .segmaps import STRIDE, blend, ceil_to, colorize, full_palette, pad_to_stride
 from .utils import to_numpy
 from .voc import normalize_image
 
@@ -101,8 +101,8 @@ def _tiled_scores(net, x, ctx, tile_size, overlap):
                          f'overlap in [0, 1), got {tile_size}, {overlap}')
     height, width = x.shape[:2]
     # No window larger than the padded image: a small image is a single window.
-    th = min(tile_size[0], -(-height // STRIDE) * STRIDE)
-    tw = min(tile_size[1], -(-width // STRIDE) * STRIDE)
+    th = min(tile_size[0], ceil_to(height))
+    tw = min(tile_size[1], ceil_to(width))
     x = _pad(x, max(height, th), max(width, tw))
     total = None
     for top in _tile_starts(x.shape[0], th, max(1, round(th * (1 - overlap)))):

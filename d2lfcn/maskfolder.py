@@ -19,7 +19,7 @@ import numpy as np
 from .image import check_image, read_label_png
 from .segdata import SegDataset
 from .segmaps import IGNORE_LABEL
-from .utils import UserError
+from .utils import UserError, read_text
 
 __all__ = ['CLASSES_FILE', 'is_mask_folder', 'read_classes', 'mask_folder_split',
            'read_mask', 'FolderSegDataset']
@@ -35,15 +35,8 @@ def is_mask_folder(path):
 
 
 def _read_lines(path):
-    """Return the lines of a UTF-8 text file (a BOM allowed), or raise UserError."""
-    try:
-        with open(path, 'rb') as f:
-            return f.read().decode('utf-8-sig').splitlines()
-    except OSError as e:
-        raise UserError(f'{path}: cannot read it ({e.strerror})') from None
-    except UnicodeDecodeError as e:
-        raise UserError(f'{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at '
-                        f'offset {e.start})') from None
+    """Return the lines of a UTF-8 text file, or raise UserError naming it."""
+    return read_text(path, 'it', 'save it as UTF-8 text, one entry per line').splitlines()
 
 
 def read_classes(folder):

@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from .segmaps import normalize_array, pad_to_stride, voc_palette
-from .utils import Arg, UserError
+from .utils import Arg, UserError, first_line
 
 __all__ = ['OnnxFCN']
 
@@ -42,8 +42,8 @@ class OnnxFCN:
             self.session = onnxruntime.InferenceSession(
                 path, sess_options=options, providers=['CPUExecutionProvider'])
         except Exception as e:  # onnxruntime raises its own types for a bad file
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise UserError(f'ONNX file {path} is damaged or not a model ({why})') from None
+            raise UserError(f'ONNX file {path} is damaged or not a model '
+                            f'({first_line(e)})') from None
         meta = self.session.get_modelmeta().custom_metadata_map
         outputs = self.session.get_outputs()[0].shape
         num_classes = outputs[1] if isinstance(outputs[1], int) else None

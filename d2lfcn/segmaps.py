@@ -7,7 +7,7 @@ importing this module loads no MXNet. Explained in chapters/fcn.md.
 import numpy as np
 
 __all__ = ['STRIDE', 'FCN_ARCHS', 'IGNORE_LABEL', 'RGB_MEAN', 'RGB_STD', 'normalize_array',
-           'pad_to_stride', 'voc_palette', 'full_palette', 'colorize', 'blend', 'add_legend']
+           'ceil_to', 'pad_to_stride', 'voc_palette', 'full_palette', 'colorize', 'blend', 'add_legend']
 
 STRIDE = 32  # the FCN's total downsampling: whole inputs must be multiples of it
 FCN_ARCHS = ('fcn32s', 'fcn16s', 'fcn8s')
@@ -27,7 +27,8 @@ def normalize_array(img):
     return (img - np.array(RGB_MEAN, dtype=np.float32)) / np.array(RGB_STD, dtype=np.float32)
 
 
-def _ceil_to(n, multiple):
+def ceil_to(n, multiple=STRIDE):
+    """Return the smallest multiple of `multiple` at least `n`."""
     return -(-n // multiple) * multiple
 
 
@@ -38,7 +39,7 @@ def pad_to_stride(x, stride=STRIDE):
     an artificial grey (the mean colour) block next to the border.
     Explained in chapters/fcn.md.
     """
-    height, width = _ceil_to(x.shape[0], stride), _ceil_to(x.shape[1], stride)
+    height, width = ceil_to(x.shape[0], stride), ceil_to(x.shape[1], stride)
     return np.pad(x, ((0, height - x.shape[0]), (0, width - x.shape[1]), (0, 0)),
                   mode='reflect')
 

@@ -261,6 +261,23 @@ def removed_on_error(folder):
         raise
 
 
+def read_text(path, what, hint):
+    """Return a UTF-8 text file's text (a BOM allowed), or raise UserError naming it.
+
+    `what` names the file in a read error; `hint` says how to fix bad bytes.
+    """
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError(f'{path}: cannot read {what} ({e.strerror})') from None
+    try:
+        return data.decode('utf-8-sig')  # -sig: Notepad's BOM
+    except UnicodeDecodeError as e:
+        raise UserError(f'{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset '
+                        f'{e.start}); {hint}') from None
+
+
 def check_out_dir(path, name='out_dir'):
     """Refuse an output folder that is a file or cannot be written, before any work.
 

@@ -13,7 +13,7 @@ from .download import download, safe_extract
 from .image import check_image, read_image, read_label_png
 from .segdata import SegDataset, segmentation_loaders
 from .segmaps import IGNORE_LABEL, RGB_MEAN, RGB_STD, normalize_array, voc_palette
-from .utils import Arg, UserError, default_data_dir
+from .utils import Arg, UserError, default_data_dir, read_text
 
 __all__ = ['VOC_CLASSES', 'VOC_COLORMAP', 'VOC_VOID_COLOR', 'IGNORE_LABEL',
            'RGB_MEAN', 'RGB_STD', 'VOC_TAR', 'VOC_SHA1', 'voc_palette', 'voc_urls',
@@ -105,14 +105,7 @@ def voc_split_names(voc_dir, is_train):
     """
     fname = os.path.join(voc_dir, 'ImageSets', 'Segmentation',
                          'train.txt' if is_train else 'val.txt')
-    try:
-        with open(fname, 'rb') as f:
-            names = f.read().decode('utf-8-sig').split()  # -sig: Notepad's BOM
-    except OSError as e:
-        raise UserError(f'{fname}: cannot read split file ({e.strerror})') from None
-    except UnicodeDecodeError as e:
-        raise UserError(f'{fname}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at '
-                        f'offset {e.start}); list one image name per line') from None
+    names = read_text(fname, 'split file', 'list one image name per line').split()
     if not names:
         raise UserError(f'{fname}: split file lists no images')
     for name in names:

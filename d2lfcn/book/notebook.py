@@ -7,6 +7,7 @@ import os
 import re
 import time
 
+from .. import utils
 from ..utils import UserError
 
 __all__ = ['read_text', 'read_chapter', 'chapter_to_notebook', 'execute_notebook', 'CellError',
@@ -33,16 +34,7 @@ def _jupytext():
 
 def read_text(path):
     """Return a chapter file's text, or raise UserError if it is missing or not UTF-8."""
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except OSError as e:
-        raise UserError(f'{path}: cannot read chapter ({e.strerror})') from None
-    try:
-        return data.decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise UserError(f'{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset '
-                        f'{e.start}); save it as UTF-8') from None
+    return utils.read_text(path, 'chapter', 'save it as UTF-8')
 
 
 def read_chapter(text):
