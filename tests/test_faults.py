@@ -10,7 +10,7 @@ call, then checks what a user would see:
 - no file or folder in tmp_path that was not there before, except what the
   row keeps on purpose (a download's resumable `.part`).
 
-A row is `Fault(id, make, fragment, keeps=())`: `make(t)` builds the fault
+A row is `Fault(id, make, fragment, keeps=(), code=2, out='', fresh=False)`: `make(t)` builds the fault
 with the helpers of `_Maker` and returns the argv: a module name and its
 flags, or a function and its arguments (run inside `run_cli`, as a command
 would). To add a fault, add a row.
@@ -25,6 +25,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -201,6 +202,9 @@ class Fault:
     make: object          # make(t: _Maker) -> argv
     fragment: str         # the error line must contain this
     keeps: tuple = ()     # paths (relative to tmp_path) the fault may leave, on purpose
+    code: int = 2         # 0 for a case that is not an error but must say so (`out`)
+    out: str = ''         # stdout must contain this
+    fresh: bool = False   # run in a new `python -m` process (for what is read at import)
 
 
 # ------------------------------------------------------ faults: VOC data
@@ -858,15 +862,27 @@ def test_fault_ends_in_one_line(fault, tmp_path, small_voc_dir, params, request)
     try:
         argv = fault.make(t)
         before = _tree(tmp_path)
-        code, out, err = run_forked(argv, t.env, t.in_child, cwd=str(tmp_path))
+        if fault.fresh:
+            assert not t.in_child and not callable(argv[0])
+            done = subprocess.run([sys.executable, '-m', *argv], capture_output=True,
+                                  env={**os.environ, **t.env}, cwd=str(tmp_path),
+                                  timeout=300)
+            code, out, err = (done.returncode, done.stdout.decode(errors='replace'),
+                              done.stderr.decode(errors='replace'))
+        else:
+            code, out, err = run_forked(argv, t.env, t.in_child, cwd=str(tmp_path))
         after = _tree(tmp_path)
     finally:
         for fn in t.cleanup:
             fn()
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, f'exit code {code}\nstdout: {out}\nstderr: {err}'
-    assert len(lines) == 1 and 'Traceback' not in err, err
-    assert lines[0].startswith('error: ') and fault.fragment in lines[0], lines[0]
+    assert code == fault.code, f'exit code {code}\nstdout: {out}\nstderr: {err}'
+    assert fault.out in out, out
+    if fault.code == 0:
+        assert lines == [], err
+    else:
+        assert len(lines) == 1 and 'Traceback' not in err, err
+        assert lines[0].startswith('error: ') and fault.fragment in lines[0], lines[0]
     left = sorted(after - before - set(fault.keeps))
     assert left == [], f'left behind: {left}'
     if (tmp_path / 'victim').exists():  # archive rows: the file outside is untouched
